@@ -1,0 +1,60 @@
+"""The worker process: runs BookingWorkflow and the provider activities."""
+
+import asyncio
+import logging
+import signal
+import sys
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import BookingActivities
+from config import ConfigError, Simulation, temporal_connect_config
+from shared import TASK_QUEUE_NAME
+from workflows import BookingWorkflow
+
+log = logging.getLogger("run_worker")
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=15)
+"""On SIGINT/SIGTERM, how long activities in flight may finish before cancellation."""
+
+
+def build_worker(
+    client: Client, activities: BookingActivities, task_queue: str = TASK_QUEUE_NAME
+) -> Worker:
+    """Return a worker for the saga workflow and its activities."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BookingWorkflow],
+        activities=activities.all(),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+async def main() -> None:
+    """Run the worker until SIGINT or SIGTERM, then drain it."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    activities = BookingActivities(Simulation.from_env())
+    config = temporal_connect_config()
+    try:
+        client = await Client.connect(**config)
+    except RuntimeError as err:
+        raise SystemExit(f"cannot reach Temporal at {config['target_host']}: {err}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with build_worker(client, activities):
+        log.info("Worker polling task queue %r; Ctrl-C to stop", TASK_QUEUE_NAME)
+        await stop.wait()
+        log.info("Draining activities in flight (up to %s)", GRACEFUL_SHUTDOWN)
+    log.info("Worker stopped")
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except ConfigError as err:
+        sys.exit(f"run_worker: {err}")

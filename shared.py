@@ -1,0 +1,112 @@
+"""Data passed between the API, the workflow and the activities.
+
+Data and constants only: the workflow sandbox imports this module, so it does
+no I/O and reads no environment.
+"""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+TASK_QUEUE_NAME = "saga-task-queue"
+
+
+@dataclass(frozen=True)
+class BookVacationInput:
+    """What a trip booking asks for; `attempts` caps each booking step's tries."""
+
+    attempts: int
+    book_user_id: str
+    book_car_id: str
+    book_hotel_id: str
+    book_flight_id: str
+
+
+class Leg(StrEnum):
+    """One part of the trip, booked with its own provider."""
+
+    CAR = "car"
+    HOTEL = "hotel"
+    FLIGHT = "flight"
+
+
+class LegStatus(StrEnum):
+    """Where a leg's booking step stands."""
+
+    PENDING = "pending"
+    BOOKED = "booked"
+    FAILED = "failed"
+
+
+class UndoOutcome(StrEnum):
+    """What a leg's compensation did."""
+
+    RELEASED = "released"
+    NOTHING_TO_UNDO = "nothing to undo"
+    NEEDS_ATTENTION = "needs attention"
+
+
+class Outcome(StrEnum):
+    """Where the whole booking stands."""
+
+    BOOKING = "booking"
+    COMPENSATING = "compensating"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A provider's confirmation that it holds an item for this booking."""
+
+    leg: Leg
+    item_id: str
+    reservation_id: str
+
+
+@dataclass(frozen=True)
+class UndoReport:
+    """A provider's answer to an undo: whether it released anything."""
+
+    leg: Leg
+    released: bool
+
+
+@dataclass
+class LegState:
+    """One leg as the workflow sees it."""
+
+    leg: Leg
+    item_id: str
+    status: LegStatus = LegStatus.PENDING
+    reservation_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Compensation:
+    """One undo that ran, in the order the undos ran."""
+
+    leg: Leg
+    outcome: UndoOutcome
+    error: str | None = None
+
+
+@dataclass
+class BookingState:
+    """The saga's state: its result when done, its progress while running."""
+
+    user_id: str
+    legs: list[LegState]
+    outcome: Outcome = Outcome.BOOKING
+    failed_leg: Leg | None = None
+    reason: str | None = None
+    compensations: list[Compensation] = field(default_factory=list)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the trip was rolled back instead of booked."""
+        return self.outcome is Outcome.CANCELLED
+
+    def leg(self, leg: Leg) -> LegState:
+        """Return the state of one leg."""
+        return next(state for state in self.legs if state.leg == leg)

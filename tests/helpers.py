@@ -1,0 +1,127 @@
+"""Helpers for the tests: trips, workers and what a workflow's history says."""
+
+import asyncio
+import socket
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from temporalio.client import Client, WorkflowHandle
+
+from activities import BookingActivities
+from config import Simulation
+from run_worker import build_worker
+from shared import TASK_QUEUE_NAME, BookVacationInput
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EXTRA_NAMESPACE = "process-tests"
+"""A namespace of its own for tests that run `run_worker.py` as a process."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def trip(
+    *,
+    car: str = "valid-car-id",
+    hotel: str = "valid-hotel-id",
+    flight: str = "valid-flight-id",
+    attempts: int = 5,
+) -> BookVacationInput:
+    return BookVacationInput(
+        attempts=attempts,
+        book_user_id=f"test-{uuid.uuid4()}",
+        book_car_id=car,
+        book_hotel_id=hotel,
+        book_flight_id=flight,
+    )
+
+
+def quick_activities(hotel_outage: bool = True) -> BookingActivities:
+    """The real activities with no simulated latency, as tests want them."""
+    return BookingActivities(Simulation(latency_seconds=0, hotel_outage=hotel_outage))
+
+
+@asynccontextmanager
+async def running_worker(client: Client, activities: BookingActivities) -> AsyncIterator[str]:
+    """Run the worker on a fresh task queue; yield the queue's name."""
+    task_queue = f"test-{uuid.uuid4()}"
+    async with build_worker(client, activities, task_queue):
+        yield task_queue
+
+
+@contextmanager
+def worker_thread(address: str, activities: BookingActivities) -> Iterator[None]:
+    """Run the worker on the real task queue in a thread with its own loop.
+
+    For synchronous tests (the Flask app), which block the test's own loop.
+    """
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    started = threading.Event()
+
+    async def run() -> None:
+        client = await Client.connect(address)
+        async with build_worker(client, activities, TASK_QUEUE_NAME):
+            started.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    assert started.wait(30), "worker did not start"
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait until `check()` holds, polling, for at most 30 seconds."""
+    async with asyncio.timeout(30):
+        while not await check():  # noqa: ASYNC110 (a server-side state: no event to await)
+            await asyncio.sleep(0.1)
+
+
+class ActivityRun(NamedTuple):
+    """One activity as the history records it: name, last attempt, how it ended."""
+
+    name: str
+    attempt: int
+    outcome: str
+
+
+OUTCOMES = {
+    "activity_task_completed_event_attributes": "completed",
+    "activity_task_failed_event_attributes": "failed",
+    "activity_task_timed_out_event_attributes": "timed_out",
+    "activity_task_canceled_event_attributes": "canceled",
+}
+
+
+async def activity_runs(handle: WorkflowHandle[Any, Any]) -> list[ActivityRun]:
+    """Return the workflow's activities in the order they were scheduled."""
+    names: dict[int, str] = {}
+    attempts: dict[int, int] = {}
+    outcomes: dict[int, str] = {}
+    async for event in handle.fetch_history_events():
+        kind = event.WhichOneof("attributes") or ""
+        attributes: Any = getattr(event, kind, None)
+        if kind == "activity_task_scheduled_event_attributes":
+            names[event.event_id] = attributes.activity_type.name
+        elif kind == "activity_task_started_event_attributes":
+            attempts[attributes.scheduled_event_id] = attributes.attempt
+        elif kind in OUTCOMES:
+            outcomes[attributes.scheduled_event_id] = OUTCOMES[kind]
+    return [
+        ActivityRun(name, attempts.get(event_id, 0), outcomes.get(event_id, "pending"))
+        for event_id, name in sorted(names.items())
+    ]

@@ -1,0 +1,44 @@
+"""Settings read from the environment: defaults, values, and clear refusals."""
+
+import pytest
+
+from config import ApiSettings, ConfigError, Simulation, temporal_connect_config
+
+
+def test_defaults_match_the_tutorial() -> None:
+    assert ApiSettings.from_env({}) == ApiSettings(host="127.0.0.1", port=3000)
+    assert Simulation.from_env({}) == Simulation(latency_seconds=0.0, hotel_outage=True)
+    assert temporal_connect_config({})["target_host"] == "localhost:7233"
+
+
+def test_values_are_read_from_the_environment() -> None:
+    env = {
+        "HOST": "0.0.0.0",
+        "PORT": "8080",
+        "SIM_LATENCY_SECONDS": "0.25",
+        "SIM_HOTEL_OUTAGE": "0",
+        "TEMPORAL_ADDRESS": "temporal.internal:7233",
+        "TEMPORAL_NAMESPACE": "bookings",
+    }
+    assert ApiSettings.from_env(env) == ApiSettings(host="0.0.0.0", port=8080)
+    assert Simulation.from_env(env) == Simulation(latency_seconds=0.25, hotel_outage=False)
+    connect = temporal_connect_config(env)
+    assert (connect["target_host"], connect["namespace"]) == ("temporal.internal:7233", "bookings")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PORT", "http"),
+        ("PORT", "0"),
+        ("PORT", "70000"),
+        ("SIM_LATENCY_SECONDS", "slow"),
+        ("SIM_LATENCY_SECONDS", "-1"),
+        ("SIM_LATENCY_SECONDS", "6"),
+        ("SIM_HOTEL_OUTAGE", "yes"),
+    ],
+)
+def test_unusable_value_is_refused_naming_the_variable(variable: str, value: str) -> None:
+    read = ApiSettings.from_env if variable == "PORT" else Simulation.from_env
+    with pytest.raises(ConfigError, match=variable):
+        read({variable: value})

@@ -1,0 +1,184 @@
+"""The real processes: the worker draining on SIGTERM, and `make run` as a user runs it."""
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client
+
+from helpers import EXTRA_NAMESPACE, ROOT, activity_runs, eventually, free_port, trip
+from run_stack import port_in_use
+from shared import TASK_QUEUE_NAME
+from workflows import BookingWorkflow
+
+STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+
+
+class Output:
+    """A child's output lines, collected by a thread as they come."""
+
+    def __init__(self, process: "subprocess.Popen[str]") -> None:
+        self.lines: list[str] = []
+        assert process.stdout is not None
+        stream = process.stdout
+        threading.Thread(target=lambda: self.lines.extend(stream), daemon=True).start()
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert time.monotonic() < deadline, f"no {text!r} in:\n{''.join(self.lines)}"
+            time.sleep(0.1)
+
+
+def spawn(command: list[str], env: dict[str, str]) -> tuple["subprocess.Popen[str]", Output]:
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal gives it
+    )
+    return process, Output(process)
+
+
+async def test_worker_finishes_the_activity_in_flight_on_sigterm_and_exits_0(
+    address: str,
+) -> None:
+    worker, output = spawn(
+        [sys.executable, "run_worker.py"],
+        {
+            "TEMPORAL_ADDRESS": address,
+            "TEMPORAL_NAMESPACE": EXTRA_NAMESPACE,
+            "SIM_LATENCY_SECONDS": "2",
+        },
+    )
+    client = await Client.connect(address, namespace=EXTRA_NAMESPACE)
+    try:
+        output.wait_for("Worker polling")
+        handle = await client.start_workflow(
+            BookingWorkflow.run, trip(), id=trip().book_user_id, task_queue=TASK_QUEUE_NAME
+        )
+
+        async def book_car_started() -> bool:
+            pending = (await handle.describe()).raw_description.pending_activities
+            return any(a.state == STARTED for a in pending)
+
+        await eventually(book_car_started)
+        worker.send_signal(signal.SIGTERM)
+        status = await asyncio.to_thread(worker.wait, 30)
+    finally:
+        worker.kill()
+    await handle.terminate("test over: no worker left")
+
+    assert status == 0, "".join(output.lines)
+    assert (await activity_runs(handle))[0] == ("book_car", 1, "completed")
+    assert "Worker stopped" in "".join(output.lines)
+
+
+README = (ROOT / "README.md").read_text()
+EXAMPLE = re.compile(r"```bash\n(curl [^`]*?)```\s*\n(?:[^`]*?\n)?```json\n(.*?)```", re.DOTALL)
+
+
+def readme_examples() -> list[tuple[str, dict[str, object]]]:
+    """Return each curl command of the README with the JSON shown after it."""
+    examples = [(cmd, json.loads(answer)) for cmd, answer in EXAMPLE.findall(README)]
+    assert len(examples) == 2, "the README should show the tutorial's two requests"
+    return examples
+
+
+def descendants(pid: int) -> set[int]:
+    """Return the process ids below `pid`."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@contextmanager
+def make_run(env: dict[str, str]) -> Iterator[Output]:
+    """Run `make run`, then press Ctrl-C; check that nothing is left behind."""
+    process, output = spawn(["make", "--no-print-directory", "run"], env)
+    children: set[int] = set()
+    try:
+        output.wait_for("ready: API")
+        children = descendants(process.pid)
+        yield output
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+        output.wait_for("stack | stopped", timeout=5)
+    assert len(children) >= 4, f"expected run_stack and three children, saw {children}"
+    assert not [pid for pid in children if alive(pid)]
+
+
+def get_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return dict(json.load(response))
+
+
+@pytest.mark.timeout(240)
+def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    api, grpc, ui = free_port(), free_port(), free_port()
+    env = {
+        "PORT": str(api),
+        "TEMPORAL_PORT": str(grpc),
+        "TEMPORAL_UI_PORT": str(ui),
+        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
+    }
+    user_ids = []
+    with make_run(env):
+        for command, documented in readme_examples():
+            local = command.replace("localhost:3000", f"localhost:{api}")
+            answer = json.loads(
+                subprocess.run(["bash", "-c", local], capture_output=True, check=True).stdout
+            )
+            pattern = re.sub(r"\d{6}$", r"\\d{6}", str(documented.pop("user_id")))
+            user_ids.append(answer.pop("user_id"))
+            assert re.fullmatch(pattern, user_ids[-1])
+            assert answer == documented
+
+    assert not [port for port in (api, grpc, ui) if port_in_use(port)]
+
+    # The runs are kept in the SQLite file, and the Web UI shows them after a restart.
+    with make_run(env):
+        listing = get_json(f"http://127.0.0.1:{ui}/api/v1/namespaces/default/workflows")
+    shown = {run["execution"]["workflowId"]: run for run in listing["executions"]}  # type: ignore[attr-defined]
+    assert set(user_ids) <= set(shown)
+    assert {shown[user_id]["type"]["name"] for user_id in user_ids} == {"BookingWorkflow"}

@@ -1,0 +1,230 @@
+"""The Flask app against a real Temporal server and worker."""
+
+import json
+import re
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from flask.testing import FlaskClient
+from temporalio.client import Client
+from werkzeug.serving import ThreadedWSGIServer
+
+from activities import BookingActivities
+from helpers import free_port, quick_activities, worker_thread
+from run_stack import StackSettings, server_serving, wait_until
+from starter import MAX_BODY_BYTES, TemporalGateway, create_app
+
+T = TypeVar("T")
+
+JOHN = {
+    "name": "John Doe",
+    "attempts": 5,
+    "car": "valid-car-id",
+    "hotel": "valid-hotel-id",
+    "flight": "valid-flight-id",
+}
+JANE = {
+    "name": "Jane Smith",
+    "attempts": 3,
+    "car": "valid-car-id",
+    "hotel": "invalid-hotel-id",
+    "flight": "valid-flight-id",
+}
+
+
+class CountingGateway(TemporalGateway):
+    """The real gateway, counting the calls that reach Temporal."""
+
+    calls = 0
+
+    def call(self, fn: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+        self.calls += 1
+        return super().call(fn)
+
+
+@pytest.fixture(scope="module")
+def activities(address: str) -> Iterator[BookingActivities]:
+    running = quick_activities()
+    with worker_thread(address, running):
+        yield running
+
+
+@pytest.fixture(scope="module")
+def gateway(address: str) -> Iterator[CountingGateway]:
+    gateway = CountingGateway.start(lambda: Client.connect(address))
+    yield gateway
+    gateway.close()
+
+
+@pytest.fixture
+def http(gateway: CountingGateway, activities: BookingActivities) -> FlaskClient:
+    return create_app(gateway).test_client()
+
+
+def held(activities: BookingActivities) -> int:
+    return sum(len(p.held()) for p in activities.providers.values())
+
+
+def test_valid_booking_answers_the_tutorials_success_json(http: FlaskClient) -> None:
+    response = http.post("/book", json=JOHN)
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert re.fullmatch(r"john-doe-\d{6}", body.pop("user_id"))
+    assert body == {
+        "cancelled": False,
+        "car": "Car: valid-car-id",
+        "hotel": "Hotel: valid-hotel-id",
+        "flight": "Flight: valid-flight-id",
+        "result": "Booked car: valid-car-id Booked hotel: valid-hotel-id "
+        "Booked flight: valid-flight-id",
+    }
+
+
+def test_invalid_hotel_answers_voyage_cancelled_with_the_undos(
+    http: FlaskClient, activities: BookingActivities
+) -> None:
+    before = held(activities)
+    response = http.post("/book", json=JANE)
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert re.fullmatch(r"jane-smith-\d{6}", body.pop("user_id"))
+    assert body == {
+        "cancelled": True,
+        "result": "Voyage cancelled",
+        "reason": "Invalid hotel booking: 'invalid-hotel-id'",
+        "failed_step": "hotel",
+        "compensations": [
+            {"step": "hotel", "outcome": "nothing to undo"},
+            {"step": "car", "outcome": "released"},
+        ],
+    }
+    assert held(activities) == before
+
+
+def test_fifty_concurrent_bookings_all_succeed_with_distinct_user_ids(
+    gateway: CountingGateway, activities: BookingActivities
+) -> None:
+    server = ThreadedWSGIServer("127.0.0.1", 0, create_app(gateway))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/book"
+
+    def book(n: int) -> tuple[int, dict[str, Any]]:
+        body = json.dumps({**JOHN, "name": f"Traveller {n}"}).encode()
+        request = urllib.request.Request(
+            url, body, {"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)
+
+    try:
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(book, range(50)))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert {status for status, _ in answers} == {200}
+    assert all(body["cancelled"] is False for _, body in answers)
+    user_ids = {body["user_id"] for _, body in answers}
+    assert len(user_ids) == 50
+    assert all(re.fullmatch(r"traveller-\d+-\d{6}", user_id) for user_id in user_ids)
+
+
+BAD_BODIES = [
+    pytest.param({k: v for k, v in JOHN.items() if k != "hotel"}, "hotel", id="missing_hotel"),
+    pytest.param({**JOHN, "name": None}, "name", id="null_name"),
+    pytest.param({**JOHN, "name": ""}, "name", id="empty_name"),
+    pytest.param({**JOHN, "name": "   "}, "name", id="blank_name"),
+    pytest.param({**JOHN, "name": "John\x00Doe"}, "name", id="control_character_in_name"),
+    pytest.param({**JOHN, "name": "x" * 101}, "name", id="overlong_name"),
+    pytest.param({**JOHN, "attempts": "5"}, "attempts", id="attempts_as_string"),
+    pytest.param({**JOHN, "attempts": True}, "attempts", id="attempts_as_bool"),
+    pytest.param({**JOHN, "attempts": 2.5}, "attempts", id="fractional_attempts"),
+    pytest.param({**JOHN, "attempts": 0}, "attempts", id="zero_attempts"),
+    pytest.param({**JOHN, "attempts": 11}, "attempts", id="too_many_attempts"),
+    pytest.param({**JOHN, "car": 42}, "car", id="car_as_number"),
+    pytest.param({**JOHN, "flight": ["a"]}, "flight", id="flight_as_list"),
+    pytest.param({**JOHN, "hotle": "x"}, "hotle", id="unknown_field"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_BODIES)
+def test_bad_field_is_a_400_naming_it_and_starts_nothing(
+    http: FlaskClient,
+    gateway: CountingGateway,
+    activities: BookingActivities,
+    body: dict[str, object],
+    field: str,
+) -> None:
+    calls, reservations = gateway.calls, held(activities)
+
+    response = http.post("/book", json=body)
+
+    assert response.status_code == 400
+    assert response.is_json
+    assert field in response.get_json()["fields"]
+    assert f"'{field}'" in response.get_json()["error"]
+    assert (gateway.calls, held(activities)) == (calls, reservations)
+
+
+BAD_REQUESTS = [
+    pytest.param("POST", "{not json", "application/json", 400, id="malformed_json"),
+    pytest.param("POST", '["a", "list"]', "application/json", 400, id="json_list"),
+    pytest.param("POST", "null", "application/json", 400, id="json_null"),
+    pytest.param("POST", "", "application/json", 400, id="empty_body"),
+    pytest.param("POST", "name=John", "application/x-www-form-urlencoded", 415, id="form"),
+    pytest.param("POST", "x" * (MAX_BODY_BYTES + 1), "application/json", 413, id="huge_body"),
+    pytest.param("GET", "", None, 405, id="get_book"),
+    pytest.param("POST", "{}", "application/json", 404, id="unknown_path"),
+]
+
+
+@pytest.mark.parametrize(("method", "data", "content_type", "status"), BAD_REQUESTS)
+def test_bad_request_is_a_4xx_json_error_and_starts_nothing(
+    http: FlaskClient,
+    gateway: CountingGateway,
+    method: str,
+    data: str,
+    content_type: str | None,
+    status: int,
+) -> None:
+    calls = gateway.calls
+    path = "/nowhere" if status == 404 else "/book"
+
+    response = http.open(path, method=method, data=data, content_type=content_type)
+
+    assert response.status_code == status
+    assert response.is_json
+    assert isinstance(response.get_json()["error"], str)
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert gateway.calls == calls
+    if status == 405:
+        assert "POST" in response.headers["Allow"]
+
+
+def test_stopped_temporal_answers_503_json(tmp_path: Path) -> None:
+    settings = StackSettings(free_port(), free_port(), free_port(), tmp_path / "temporal.db")
+    server = subprocess.Popen(
+        settings.server_command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until(lambda: server_serving(settings.address), server, "server")
+        gateway = TemporalGateway.start(lambda: Client.connect(settings.address))
+    finally:
+        server.terminate()
+        server.wait(30)
+    try:
+        response = create_app(gateway).test_client().post("/book", json=JOHN)
+    finally:
+        gateway.close()
+
+    assert response.status_code == 503
+    assert response.get_json() == {"error": "Temporal is unreachable; try again shortly"}

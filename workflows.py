@@ -1,0 +1,172 @@
+"""The booking saga: car, then hotel, then flight; undo in reverse on failure."""
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    CancelledError,
+    FailureError,
+    RetryState,
+    TimeoutError,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from activities import BookingActivities
+    from shared import (
+        BookingState,
+        BookVacationInput,
+        Compensation,
+        Leg,
+        LegState,
+        LegStatus,
+        Outcome,
+        Reservation,
+        UndoOutcome,
+        UndoReport,
+    )
+
+BOOKING_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+)
+"""Car and hotel: back off from 1 s. The input sets the attempts; rejections
+are raised non-retryable by the activities, so they are never retried."""
+
+FLIGHT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=1),
+)
+"""Flight: retry every second, as the tutorial does."""
+
+UNDO_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=4),
+    maximum_attempts=4,
+)
+"""Undos: four tries over about 7 s, then the leg is left for a person."""
+
+STEP_TIMEOUT = timedelta(seconds=10)
+"""Longest a single provider call may take before Temporal retries it."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One saga step: the booking activity, its undo and its retry policy."""
+
+    leg: Leg
+    book: Callable[[BookingActivities, BookVacationInput], Awaitable[Reservation]]
+    undo: Callable[[BookingActivities, BookVacationInput], Awaitable[UndoReport]]
+    retry: RetryPolicy
+
+
+STEPS = (
+    Step(Leg.CAR, BookingActivities.book_car, BookingActivities.undo_book_car, BOOKING_RETRY),
+    Step(Leg.HOTEL, BookingActivities.book_hotel, BookingActivities.undo_book_hotel, BOOKING_RETRY),
+    Step(
+        Leg.FLIGHT, BookingActivities.book_flight, BookingActivities.undo_book_flight, FLIGHT_RETRY
+    ),
+)
+
+
+@workflow.defn
+class BookingWorkflow:
+    """Books a trip as a saga; the result says what was booked or undone."""
+
+    @workflow.init
+    def __init__(self, book_input: BookVacationInput) -> None:
+        self._state = BookingState(
+            user_id=book_input.book_user_id,
+            legs=[
+                LegState(Leg.CAR, book_input.book_car_id),
+                LegState(Leg.HOTEL, book_input.book_hotel_id),
+                LegState(Leg.FLIGHT, book_input.book_flight_id),
+            ],
+        )
+
+    @workflow.run
+    async def run(self, book_input: BookVacationInput) -> BookingState:
+        """Book each leg in turn; on the first that fails for good, undo in reverse."""
+        registered: list[Step] = []
+        try:
+            for step in STEPS:
+                # Registered before the step runs: a step that took effect but
+                # whose answer was lost (a timeout) must be undone too.
+                registered.append(step)
+                await self._book(step, book_input)
+        except (ActivityError, asyncio.CancelledError) as err:
+            self._record_failure(registered[-1].leg, err)
+            # Shielded: cancelling the booking must not interrupt its undos.
+            await asyncio.shield(
+                asyncio.create_task(self._compensate(reversed(registered), book_input))
+            )
+            self._state.outcome = Outcome.CANCELLED
+            workflow.logger.info("Booking cancelled: %s", self._state.reason)
+            return self._state
+        self._state.outcome = Outcome.CONFIRMED
+        workflow.logger.info("Booking confirmed")
+        return self._state
+
+    @workflow.query
+    def progress(self) -> BookingState:
+        """Return each leg's state and the undos run so far."""
+        return self._state
+
+    async def _book(self, step: Step, book_input: BookVacationInput) -> None:
+        reservation = await workflow.execute_activity_method(
+            step.book,
+            book_input,
+            start_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=dataclasses.replace(step.retry, maximum_attempts=book_input.attempts),
+        )
+        leg = self._state.leg(step.leg)
+        leg.status = LegStatus.BOOKED
+        leg.reservation_id = reservation.reservation_id
+
+    def _record_failure(self, leg: Leg, err: BaseException) -> None:
+        self._state.outcome = Outcome.COMPENSATING
+        self._state.failed_leg = leg
+        self._state.reason = describe(err)
+        failed = self._state.leg(leg)
+        failed.status = LegStatus.FAILED
+        failed.error = self._state.reason
+        workflow.logger.info("Step %s failed, compensating: %s", leg, self._state.reason)
+
+    async def _compensate(self, steps: Iterable[Step], book_input: BookVacationInput) -> None:
+        for step in steps:
+            try:
+                report = await workflow.execute_activity_method(
+                    step.undo,
+                    book_input,
+                    start_to_close_timeout=STEP_TIMEOUT,
+                    retry_policy=UNDO_RETRY,
+                )
+            except ActivityError as err:
+                # Keep going: one stuck undo must not leave the others held.
+                compensation = Compensation(step.leg, UndoOutcome.NEEDS_ATTENTION, describe(err))
+                workflow.logger.error("Undo %s needs attention: %s", step.leg, compensation.error)
+            else:
+                outcome = UndoOutcome.RELEASED if report.released else UndoOutcome.NOTHING_TO_UNDO
+                compensation = Compensation(step.leg, outcome)
+                workflow.logger.info("Undo %s: %s", step.leg, outcome)
+            self._state.compensations.append(compensation)
+
+
+def describe(err: BaseException) -> str:
+    """Say in a sentence why a step failed for good."""
+    cause = err.cause if isinstance(err, ActivityError) else err
+    if isinstance(cause, asyncio.CancelledError | CancelledError):
+        return "cancelled by request"
+    if isinstance(cause, TimeoutError):
+        return "timed out"
+    message = cause.message if isinstance(cause, FailureError) else str(cause)
+    if isinstance(err, ActivityError) and err.retry_state is RetryState.MAXIMUM_ATTEMPTS_REACHED:
+        return f"{message} (no attempts left)"
+    return message
