@@ -15,6 +15,7 @@ from temporalio.exceptions import (
     RetryState,
     TimeoutError,
 )
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities import BookingActivities
@@ -101,6 +102,9 @@ class BookingWorkflow:
                 # whose answer was lost (a timeout) must be undone too.
                 registered.append(step)
                 await self._book(step, book_input)
+                if workflow.cancellation_reason() is not None:
+                    # The step answered after a cancel request: still cancel.
+                    raise asyncio.CancelledError
         except (ActivityError, asyncio.CancelledError) as err:
             self._record_failure(registered[-1].leg, err)
             # Shielded: cancelling the booking must not interrupt its undos.
@@ -125,6 +129,9 @@ class BookingWorkflow:
             book_input,
             start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=dataclasses.replace(step.retry, maximum_attempts=book_input.attempts),
+            # On cancellation, wait for the provider's answer: undoing while the
+            # call is still in flight would find nothing, then the call would book.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         leg = self._state.leg(step.leg)
         leg.status = LegStatus.BOOKED
@@ -134,9 +141,10 @@ class BookingWorkflow:
         self._state.outcome = Outcome.COMPENSATING
         self._state.failed_leg = leg
         self._state.reason = describe(err)
-        failed = self._state.leg(leg)
-        failed.status = LegStatus.FAILED
-        failed.error = self._state.reason
+        stopped = self._state.leg(leg)
+        if stopped.status is LegStatus.PENDING:  # a cancelled step may have booked
+            stopped.status = LegStatus.FAILED
+            stopped.error = self._state.reason
         workflow.logger.info("Step %s failed, compensating: %s", leg, self._state.reason)
 
     async def _compensate(self, steps: Iterable[Step], book_input: BookVacationInput) -> None:

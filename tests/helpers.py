@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from temporalio.api.enums.v1 import RetryState
 from temporalio.client import Client, WorkflowHandle
 
 from activities import BookingActivities
 from config import Simulation
 from run_worker import build_worker
-from shared import TASK_QUEUE_NAME, BookVacationInput
+from shared import TASK_QUEUE_NAME, BookingState, BookVacationInput
+from workflows import BookingWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +59,17 @@ async def running_worker(client: Client, activities: BookingActivities) -> Async
         yield task_queue
 
 
+async def run_booking(
+    client: Client, activities: BookingActivities, booking: BookVacationInput
+) -> tuple[WorkflowHandle[Any, BookingState], BookingState]:
+    """Run one booking to its end on a fresh worker; return its handle and result."""
+    async with running_worker(client, activities) as task_queue:
+        handle = await client.start_workflow(
+            BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
+        )
+        return handle, await handle.result()
+
+
 @contextmanager
 def worker_thread(address: str, activities: BookingActivities) -> Iterator[None]:
     """Run the worker on the real task queue in a thread with its own loop.
@@ -97,6 +110,20 @@ class ActivityRun(NamedTuple):
     name: str
     attempt: int
     outcome: str
+
+
+async def why_not_retried(handle: WorkflowHandle[Any, Any]) -> dict[str, str]:
+    """Return, for each activity that failed for good, the server's retry state."""
+    scheduled: dict[int, str] = {}
+    states: dict[str, str] = {}
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attributes = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = attributes.activity_type.name
+        elif event.HasField("activity_task_failed_event_attributes"):
+            failed = event.activity_task_failed_event_attributes
+            states[scheduled[failed.scheduled_event_id]] = RetryState.Name(failed.retry_state)
+    return states
 
 
 OUTCOMES = {

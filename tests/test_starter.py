@@ -71,42 +71,58 @@ def held(activities: BookingActivities) -> int:
     return sum(len(p.held()) for p in activities.providers.values())
 
 
-def test_valid_booking_answers_the_tutorials_success_json(http: FlaskClient) -> None:
-    response = http.post("/book", json=JOHN)
+TUTORIAL_REQUESTS = [
+    pytest.param(
+        JOHN,
+        r"john-doe-\d{6}",
+        {
+            "cancelled": False,
+            "car": "Car: valid-car-id",
+            "hotel": "Hotel: valid-hotel-id",
+            "flight": "Flight: valid-flight-id",
+            "result": "Booked car: valid-car-id Booked hotel: valid-hotel-id "
+            "Booked flight: valid-flight-id",
+        },
+        3,
+        id="valid_trip_is_booked",
+    ),
+    pytest.param(
+        JANE,
+        r"jane-smith-\d{6}",
+        {
+            "cancelled": True,
+            "result": "Voyage cancelled",
+            "reason": "Invalid hotel booking: 'invalid-hotel-id'",
+            "failed_step": "hotel",
+            "compensations": [
+                {"step": "hotel", "outcome": "nothing to undo"},
+                {"step": "car", "outcome": "released"},
+            ],
+        },
+        0,
+        id="invalid_hotel_is_voyage_cancelled_with_the_undos",
+    ),
+]
 
-    assert response.status_code == 200
-    body = response.get_json()
-    assert re.fullmatch(r"john-doe-\d{6}", body.pop("user_id"))
-    assert body == {
-        "cancelled": False,
-        "car": "Car: valid-car-id",
-        "hotel": "Hotel: valid-hotel-id",
-        "flight": "Flight: valid-flight-id",
-        "result": "Booked car: valid-car-id Booked hotel: valid-hotel-id "
-        "Booked flight: valid-flight-id",
-    }
 
-
-def test_invalid_hotel_answers_voyage_cancelled_with_the_undos(
-    http: FlaskClient, activities: BookingActivities
+@pytest.mark.parametrize(("body", "user_id", "answer", "new_reservations"), TUTORIAL_REQUESTS)
+def test_tutorial_request_gets_the_documented_json(
+    http: FlaskClient,
+    activities: BookingActivities,
+    body: dict[str, object],
+    user_id: str,
+    answer: dict[str, object],
+    new_reservations: int,
 ) -> None:
     before = held(activities)
-    response = http.post("/book", json=JANE)
+
+    response = http.post("/book", json=body)
 
     assert response.status_code == 200
-    body = response.get_json()
-    assert re.fullmatch(r"jane-smith-\d{6}", body.pop("user_id"))
-    assert body == {
-        "cancelled": True,
-        "result": "Voyage cancelled",
-        "reason": "Invalid hotel booking: 'invalid-hotel-id'",
-        "failed_step": "hotel",
-        "compensations": [
-            {"step": "hotel", "outcome": "nothing to undo"},
-            {"step": "car", "outcome": "released"},
-        ],
-    }
-    assert held(activities) == before
+    got = response.get_json()
+    assert re.fullmatch(user_id, got.pop("user_id"))
+    assert got == answer
+    assert held(activities) == before + new_reservations
 
 
 def test_fifty_concurrent_bookings_all_succeed_with_distinct_user_ids(

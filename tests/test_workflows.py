@@ -9,7 +9,15 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities import BookingActivities
-from helpers import ActivityRun, activity_runs, quick_activities, running_worker, trip
+from helpers import (
+    ActivityRun,
+    activity_runs,
+    quick_activities,
+    run_booking,
+    running_worker,
+    trip,
+    why_not_retried,
+)
 from shared import (
     BookingState,
     BookVacationInput,
@@ -90,11 +98,7 @@ async def test_rejected_step_undoes_every_step_attempted_in_reverse(
     compensations: list[Compensation],
 ) -> None:
     activities = quick_activities()
-    async with running_worker(client, activities) as task_queue:
-        handle = await client.start_workflow(
-            BookingWorkflow.run, trip(**items), id=f"wf-{task_queue}", task_queue=task_queue
-        )
-        state = await handle.result()
+    handle, state = await run_booking(client, activities, trip(**items))
 
     assert state.outcome is outcome
     assert await activity_runs(handle) == history
@@ -104,14 +108,12 @@ async def test_rejected_step_undoes_every_step_attempted_in_reverse(
     assert held == dict.fromkeys(Leg, expected_held)
 
 
-async def test_rejection_names_the_failed_step_and_its_reason(client: Client) -> None:
-    async with running_worker(client, quick_activities()) as task_queue:
-        state = await client.execute_workflow(
-            BookingWorkflow.run,
-            trip(hotel="invalid-hotel-id"),
-            id=f"wf-{task_queue}",
-            task_queue=task_queue,
-        )
+async def test_rejection_is_not_retried_and_names_the_failed_step_and_reason(
+    client: Client,
+) -> None:
+    handle, state = await run_booking(client, quick_activities(), trip(hotel="invalid-hotel-id"))
+
+    assert await why_not_retried(handle) == {"book_hotel": "RETRY_STATE_NON_RETRYABLE_FAILURE"}
 
     assert state.failed_leg is Leg.HOTEL
     assert state.reason == "Invalid hotel booking: 'invalid-hotel-id'"
@@ -126,14 +128,11 @@ async def test_one_attempt_gives_up_on_the_hotel_outage_and_undoes_the_car(
     client: Client,
 ) -> None:
     activities = quick_activities()
-    async with running_worker(client, activities) as task_queue:
-        handle = await client.start_workflow(
-            BookingWorkflow.run, trip(attempts=1), id=f"wf-{task_queue}", task_queue=task_queue
-        )
-        state = await handle.result()
+    handle, state = await run_booking(client, activities, trip(attempts=1))
 
     assert state.outcome is Outcome.CANCELLED
     assert state.reason == "Hotel service is down (no attempts left)"
+    assert await why_not_retried(handle) == {"book_hotel": "RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED"}
     assert await activity_runs(handle) == [
         ran("book_car"),
         ran("book_hotel", 1, "failed"),
@@ -159,14 +158,7 @@ async def test_undo_that_keeps_failing_is_recorded_and_later_undos_still_run(
     client: Client,
 ) -> None:
     activities = StuckHotelUndo(quick_activities().simulation)
-    async with running_worker(client, activities) as task_queue:
-        handle = await client.start_workflow(
-            BookingWorkflow.run,
-            trip(flight="invalid-flight-id"),
-            id=f"wf-{task_queue}",
-            task_queue=task_queue,
-        )
-        state = await handle.result()
+    handle, state = await run_booking(client, activities, trip(flight="invalid-flight-id"))
 
     assert state.outcome is Outcome.CANCELLED
     assert state.compensations == [
@@ -225,3 +217,28 @@ async def test_progress_query_shows_each_leg_while_the_saga_runs(client: Client)
     assert done.outcome is Outcome.CONFIRMED
     assert isinstance(done, BookingState)
     assert [leg.status for leg in done.legs] == [LegStatus.BOOKED] * 3
+
+
+async def test_cancelling_a_running_booking_undoes_every_leg_attempted_once_it_returns(
+    client: Client,
+) -> None:
+    activities = GatedFlight()
+    async with running_worker(client, activities) as task_queue:
+        handle = await client.start_workflow(
+            BookingWorkflow.run, trip(), id=f"wf-{task_queue}", task_queue=task_queue
+        )
+        await asyncio.wait_for(activities.flight_called.wait(), 30)
+        await handle.cancel()
+        await asyncio.sleep(1)  # the airline answers late, after the cancel request
+        activities.answer_flight.set()
+        state = await handle.result()
+
+    assert state.outcome is Outcome.CANCELLED
+    assert state.reason == "cancelled by request"
+    assert state.failed_leg is Leg.FLIGHT
+    assert state.compensations == [
+        Compensation(Leg.FLIGHT, RELEASED),
+        Compensation(Leg.HOTEL, RELEASED),
+        Compensation(Leg.CAR, RELEASED),
+    ]
+    assert all(not p.held() for p in activities.providers.values())
