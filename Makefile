@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest clean
+# Each provider call takes this long in `make run`, so the Web UI's timeline is
+# readable; tests and benchmarks run with 0. Override: make run SIM_LATENCY_SECONDS=0
+SIM_LATENCY_SECONDS ?= 0.3
+export SIM_LATENCY_SECONDS
+
+.PHONY: run test lint typecheck pytest audit chaos histories clean
 
 run: $(VENV)/.installed
 	$(BIN)/python run_stack.py
@@ -20,6 +25,18 @@ typecheck: $(VENV)/.installed
 pytest: $(VENV)/.installed
 	$(BIN)/pytest
 
+# Checks every booking in Temporal against the providers' stores (README, "The audit").
+audit: $(VENV)/.installed
+	$(BIN)/python audit.py
+
+# Hundreds of bookings under faults, worker kills and a server restart, then the audit.
+chaos: $(VENV)/.installed
+	$(BIN)/python chaos.py $(CHAOS_ARGS)
+
+# Re-records tests/histories after a deliberate change to the workflow's commands.
+histories: $(VENV)/.installed
+	PYTHONPATH=.:tests $(BIN)/python tests/record_histories.py
+
 # Reinstalls whenever a requirements file changes.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -27,4 +44,4 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) .temporal .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .temporal .providers .mypy_cache .pytest_cache .ruff_cache

@@ -1,61 +1,40 @@
 """The provider calls: book a car, a hotel and a flight, and undo each booking.
 
-The three providers are simulated. Each holds reservations keyed by an
-idempotency key made of the booking's workflow id and the leg, so an activity
-that Temporal runs twice (a retry after a lost answer) holds one reservation,
-and an undo that finds nothing to release says so instead of failing.
+Temporal runs an activity at least once: a worker that dies after the
+provider acted, but before it reported back, makes the activity run again.
+So every call carries an idempotency key made of the booking's workflow id and
+the leg (never the attempt), and the providers (`providers.py`) hold one
+reservation per key however often they are asked.
 """
 
 import asyncio
-import itertools
+import random
 from collections.abc import Callable, Mapping
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from config import Simulation
+from providers import BookingRejectedError, ProviderStore
 from shared import BookVacationInput, Leg, Reservation, UndoReport
 
 REJECTED = "BookingRejected"
 """Error type of a business rejection: retrying cannot change the answer."""
 
 UNAVAILABLE = "ProviderUnavailable"
-"""Error type of a transient outage: a retry may succeed."""
-
+"""Error type of a transient failure (an outage, a lost answer): a retry may succeed."""
 
 BENIGN = ApplicationErrorCategory.BENIGN
 """Both failures are expected business events: the SDK logs them at DEBUG,
 without a traceback, and leaves them out of its failure metrics."""
 
 
-class BookingRejectedError(Exception):
-    """The provider refuses the booking (an unknown or invalid item)."""
-
-
-class Provider:
-    """A simulated rental, hotel or airline service, in this process's memory."""
-
-    def __init__(self, leg: Leg) -> None:
-        self.leg = leg
-        self._held: dict[str, Reservation] = {}
-        self._numbers = itertools.count(1)
-
-    def reserve(self, key: str, item_id: str) -> Reservation:
-        """Hold `item_id` under `key`; the same key again returns the same hold."""
-        if "invalid" in item_id:
-            raise BookingRejectedError(f"Invalid {self.leg} booking: {item_id!r}")
-        if key not in self._held:
-            number = next(self._numbers)
-            self._held[key] = Reservation(self.leg, item_id, f"{self.leg}-{number}")
-        return self._held[key]
-
-    def release(self, key: str) -> bool:
-        """Drop the hold under `key`; return whether there was one."""
-        return self._held.pop(key, None) is not None
-
-    def held(self) -> dict[str, Reservation]:
-        """Return a copy of every reservation held, by idempotency key."""
-        return dict(self._held)
+def booking_id() -> str:
+    """Return the id of the booking this activity works for: its workflow's id."""
+    workflow_id = activity.info().workflow_id
+    if workflow_id is None:
+        raise ApplicationError("booking activities run inside BookingWorkflow", non_retryable=True)
+    return workflow_id
 
 
 def idempotency_key(leg: Leg) -> str:
@@ -64,19 +43,16 @@ def idempotency_key(leg: Leg) -> str:
     Built from the workflow id, never the attempt or activity id, so that every
     attempt of the booking step and of its undo names the same reservation.
     """
-    return f"{activity.info().workflow_id}/{leg}"
+    return f"{booking_id()}/{leg}"
 
 
 class BookingActivities:
-    """The activities, bound to the providers they call."""
+    """The activities, bound to the providers they call and their simulated faults."""
 
-    def __init__(
-        self,
-        simulation: Simulation,
-        providers: Mapping[Leg, Provider] | None = None,
-    ) -> None:
+    def __init__(self, simulation: Simulation, providers: Mapping[Leg, ProviderStore]) -> None:
         self.simulation = simulation
-        self.providers = providers or {leg: Provider(leg) for leg in Leg}
+        self.providers = providers
+        self._random = random.Random(simulation.seed)
 
     def all(self) -> list[Callable[..., object]]:
         """Return every activity, for the worker to register."""
@@ -98,8 +74,7 @@ class BookingActivities:
     async def book_hotel(self, book_input: BookVacationInput) -> Reservation:
         """Reserve the hotel room (the hotel is down on the first attempt)."""
         if self.simulation.hotel_outage and activity.info().attempt == 1:
-            await self._provider_call()
-            raise ApplicationError("Hotel service is down", type=UNAVAILABLE, category=BENIGN)
+            raise _unavailable("Hotel service is down")
         return await self._book(Leg.HOTEL, book_input.book_hotel_id)
 
     @activity.defn
@@ -123,22 +98,46 @@ class BookingActivities:
         return await self._undo(Leg.FLIGHT)
 
     async def _book(self, leg: Leg, item_id: str) -> Reservation:
-        await self._provider_call()
+        await self._reach(leg)
+        if self._chance(self.simulation.of(leg).reject_rate):
+            raise _rejection(f"the {leg} provider refused {item_id!r} (simulated)")
+        store, key = self.providers[leg], idempotency_key(leg)
         try:
-            reservation = self.providers[leg].reserve(idempotency_key(leg), item_id)
+            reservation = await asyncio.to_thread(store.reserve, key, booking_id(), item_id)
         except BookingRejectedError as err:
-            raise ApplicationError(
-                str(err), type=REJECTED, non_retryable=True, category=BENIGN
-            ) from None
+            raise _rejection(str(err)) from None
+        await self._answer(leg)
         activity.logger.info("Booked %s %s as %s", leg, item_id, reservation.reservation_id)
         return reservation
 
     async def _undo(self, leg: Leg) -> UndoReport:
-        await self._provider_call()
-        released = self.providers[leg].release(idempotency_key(leg))
+        await self._reach(leg)
+        store, key = self.providers[leg], idempotency_key(leg)
+        released = await asyncio.to_thread(store.release, key, booking_id())
+        await self._answer(leg)
         activity.logger.info("Undo %s: %s", leg, "released" if released else "nothing to undo")
         return UndoReport(leg, released)
 
-    async def _provider_call(self) -> None:
-        if self.simulation.latency_seconds:
-            await asyncio.sleep(self.simulation.latency_seconds)
+    async def _reach(self, leg: Leg) -> None:
+        """Fail as a provider that is down fails: before doing anything."""
+        if self._chance(self.simulation.of(leg).outage_rate):
+            raise _unavailable(f"the {leg} provider is down (simulated)")
+
+    async def _answer(self, leg: Leg) -> None:
+        """Answer as the provider answers: late, and now and then not at all."""
+        delay = self.simulation.latency_seconds + self.simulation.of(leg).latency_seconds
+        if delay:
+            await asyncio.sleep(delay)
+        if self._chance(self.simulation.of(leg).lost_reply_rate):
+            raise _unavailable(f"the {leg} provider's answer was lost (simulated)")
+
+    def _chance(self, rate: float) -> bool:
+        return rate > 0 and self._random.random() < rate
+
+
+def _unavailable(message: str) -> ApplicationError:
+    return ApplicationError(message, type=UNAVAILABLE, category=BENIGN)
+
+
+def _rejection(message: str) -> ApplicationError:
+    return ApplicationError(message, type=REJECTED, non_retryable=True, category=BENIGN)

@@ -6,7 +6,6 @@ SIGTERM stops them in the order that loses nothing: the API first, then the
 worker (which drains its activities), then the server.
 """
 
-import ctypes
 import os
 import shutil
 import signal
@@ -17,8 +16,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from config import ApiSettings, ConfigError, port_from_env
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,16 +57,24 @@ class StackSettings:
     ui_port: int = 8233
     api_port: int = 3000
     db_file: Path = HERE / ".temporal" / "temporal.db"
+    api_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "StackSettings":
-        """Read TEMPORAL_PORT, TEMPORAL_UI_PORT, PORT and TEMPORAL_DB_FILE."""
+        """Read TEMPORAL_PORT, TEMPORAL_UI_PORT, TEMPORAL_DB_FILE, and the API's HOST and PORT."""
+        api = ApiSettings.from_env(env)
         return cls(
-            grpc_port=int(env.get("TEMPORAL_PORT", cls.grpc_port)),
-            ui_port=int(env.get("TEMPORAL_UI_PORT", cls.ui_port)),
-            api_port=int(env.get("PORT", cls.api_port)),
+            grpc_port=port_from_env(env, "TEMPORAL_PORT", cls.grpc_port),
+            ui_port=port_from_env(env, "TEMPORAL_UI_PORT", cls.ui_port),
+            api_port=api.port,
             db_file=Path(env.get("TEMPORAL_DB_FILE", cls.db_file)),
+            api_host=api.host,
         )
+
+    @property
+    def probe_host(self) -> str:
+        """Return where to check that the API listens (a wildcard bind answers locally)."""
+        return "127.0.0.1" if self.api_host in ("0.0.0.0", "", "::") else self.api_host
 
     @property
     def address(self) -> str:
@@ -87,15 +97,14 @@ class StackSettings:
         ]
 
 
-_PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+def die_with_parent(command: list[str]) -> list[str]:
+    """Prefix `command` so that it gets SIGTERM if this supervisor is killed outright.
 
-
-def _die_with_parent() -> None:
-    # A child gets SIGTERM if this supervisor is killed outright (Linux only).
-    # Looked up before the fork, so the child only makes the one call.
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    util-linux's setpriv sets the parent-death signal and then execs the
+    command; where it is missing (not Linux), the command runs as it is.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
 
 
 class Stack:
@@ -104,6 +113,7 @@ class Stack:
     def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
         self.children: dict[str, subprocess.Popen[str]] = {}
+        self.relays: list[threading.Thread] = []
         self.env = {
             **os.environ,
             "TEMPORAL_ADDRESS": settings.address,
@@ -114,7 +124,7 @@ class Stack:
     def start(self, name: str, command: list[str]) -> None:
         """Start a child in its own session, so Ctrl-C reaches only us."""
         child = subprocess.Popen(
-            command,
+            die_with_parent(command),
             cwd=HERE,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -122,10 +132,11 @@ class Stack:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         self.children[name] = child
-        threading.Thread(target=self._relay, args=(name, child), daemon=True).start()
+        relay = threading.Thread(target=self._relay, args=(name, child), daemon=True)
+        relay.start()
+        self.relays.append(relay)
 
     def _relay(self, name: str, child: subprocess.Popen[str]) -> None:
         assert child.stdout is not None
@@ -142,30 +153,46 @@ class Stack:
             child = self.children.get(name)
             if child is None or child.poll() is not None:
                 continue
-            child.terminate()
+            os.killpg(child.pid, signal.SIGTERM)  # its group: anything it started too
             try:
                 child.wait(timeout)
             except subprocess.TimeoutExpired:
                 print(f"{name:>6} | did not stop in {timeout:.0f} s; killing it", flush=True)
-                child.kill()
+                os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
+        for relay in self.relays:
+            relay.join(timeout=2)  # print the last lines before "stopped"
 
 
-def port_in_use(port: int) -> bool:
-    """Return whether something on this machine accepts connections on `port`."""
+def free_port() -> int:
+    """Return a port that nothing on this machine listens on now."""
     with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def wait_until(ready: Callable[[], bool], child: "subprocess.Popen[Any]", what: str) -> None:
-    """Poll `ready` until it holds; fail if `child` exits or a minute passes."""
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Return whether something accepts connections on `host`:`port`."""
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    child: "subprocess.Popen[Any]",
+    what: str,
+    stop: threading.Event | None = None,
+) -> None:
+    """Poll `ready` until it holds; fail if `child` exits, `stop` is set or a minute passes."""
+    stop = stop or threading.Event()
     deadline = time.monotonic() + 60
     while not ready():
         if child.poll() is not None:
             raise SystemExit(f"{what} exited during start-up")
         if time.monotonic() > deadline:
             raise SystemExit(f"{what} did not start within a minute")
-        time.sleep(0.2)
+        if stop.wait(0.2):
+            raise SystemExit("stopped during start-up")
 
 
 def server_serving(address: str) -> bool:
@@ -176,7 +203,11 @@ def server_serving(address: str) -> bool:
 
 def main() -> int:
     """Run the stack until Ctrl-C or SIGTERM; return the exit status."""
-    settings = StackSettings.from_env()
+    try:
+        settings = StackSettings.from_env()
+    except ConfigError as err:
+        print(f"run_stack: {err}", file=sys.stderr)
+        return 2
     busy = [p for p in (settings.grpc_port, settings.ui_port, settings.api_port) if port_in_use(p)]
     if busy:
         print(f"port(s) {busy} already in use: is another `make run` going?", file=sys.stderr)
@@ -191,10 +222,12 @@ def main() -> int:
     status = 0
     try:
         stack.start("server", settings.server_command())
-        wait_until(lambda: server_serving(settings.address), stack.children["server"], "server")
+        serving = partial(server_serving, settings.address)
+        wait_until(serving, stack.children["server"], "the server", stop)
         stack.start("worker", [sys.executable, "run_worker.py"])
         stack.start("api", [sys.executable, "starter.py"])
-        wait_until(lambda: port_in_use(settings.api_port), stack.children["api"], "the API")
+        listening = partial(port_in_use, settings.api_port, settings.probe_host)
+        wait_until(listening, stack.children["api"], "the API", stop)
         print(
             f" stack | ready: API http://127.0.0.1:{settings.api_port}/book, "
             f"Web UI http://localhost:{settings.ui_port}; Ctrl-C stops all",
@@ -207,7 +240,7 @@ def main() -> int:
                 break
     except SystemExit as err:
         print(f" stack | {err}", file=sys.stderr, flush=True)
-        status = 1
+        status = 0 if stop.is_set() else 1
     finally:
         stack.stop()
     print(" stack | stopped", flush=True)

@@ -10,8 +10,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import BookingActivities
-from config import ConfigError, Simulation, temporal_connect_config
-from shared import TASK_QUEUE_NAME
+from config import ConfigError, WorkerSettings, temporal_connect_config
+from providers import ProviderStore
+from shared import TASK_QUEUE_NAME, Leg
 from workflows import BookingWorkflow
 
 log = logging.getLogger("run_worker")
@@ -33,10 +34,18 @@ def build_worker(
     )
 
 
+def open_activities(settings: WorkerSettings) -> BookingActivities:
+    """Return the activities over the providers' stores in `settings.providers_dir`."""
+    simulation = settings.simulation
+    stock = {leg: simulation.of(leg).stock for leg in Leg}
+    return BookingActivities(simulation, ProviderStore.open_all(settings.providers_dir, stock))
+
+
 async def main() -> None:
     """Run the worker until SIGINT or SIGTERM, then drain it."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    activities = BookingActivities(Simulation.from_env())
+    settings = WorkerSettings.from_env()
+    activities = open_activities(settings)
     config = temporal_connect_config()
     try:
         client = await Client.connect(**config)
@@ -46,8 +55,8 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with build_worker(client, activities):
-        log.info("Worker polling task queue %r; Ctrl-C to stop", TASK_QUEUE_NAME)
+    async with build_worker(client, activities, settings.task_queue):
+        log.info("Worker polling task queue %r; Ctrl-C to stop", settings.task_queue)
         await stop.wait()
         log.info("Draining activities in flight (up to %s)", GRACEFUL_SHUTDOWN)
     log.info("Worker stopped")

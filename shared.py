@@ -12,13 +12,20 @@ TASK_QUEUE_NAME = "saga-task-queue"
 
 @dataclass(frozen=True)
 class BookVacationInput:
-    """What a trip booking asks for; `attempts` caps each booking step's tries."""
+    """What a trip booking asks for.
+
+    `attempts` caps each booking step's tries and `undo_attempts` each undo's,
+    after which the leg is marked as needing attention. `parallel_undo` runs
+    the undos at once instead of in reverse order.
+    """
 
     attempts: int
     book_user_id: str
     book_car_id: str
     book_hotel_id: str
     book_flight_id: str
+    undo_attempts: int = 10
+    parallel_undo: bool = False
 
 
 class Leg(StrEnum):

@@ -1,9 +1,7 @@
 """The HTTP API: `POST /book` runs a booking saga and answers with its outcome.
 
-The Temporal client is bound to the event loop it was created on and is not
-safe to share between loops (sdk-python #147), while Flask serves each request
-on a thread of its own. So the process owns one client on one loop, in one
-background thread, and every request reaches Temporal through that loop.
+Views are synchronous; they reach Temporal through the process's one
+`TemporalGateway` (one client on one event loop, see `temporal_gateway.py`).
 """
 
 import asyncio
@@ -12,26 +10,25 @@ import secrets
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from typing import Annotated, Any, Self, TypeVar
+from typing import Annotated
 
 from flask import Flask, Response, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from temporalio.client import Client, WorkflowFailureError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 from werkzeug.serving import ThreadedWSGIServer
 
 from config import ApiSettings, ConfigError, temporal_connect_config
-from shared import TASK_QUEUE_NAME, BookingState, BookVacationInput, Leg
+from shared import BookingState, BookVacationInput, Leg
+from temporal_gateway import TemporalGateway, TemporalUnavailable
 from workflows import BookingWorkflow
 
 log = logging.getLogger("starter")
-
-T = TypeVar("T")
 
 MAX_BODY_BYTES = 16 * 1024
 """A booking request is a few hundred bytes; anything far larger is refused."""
@@ -42,23 +39,20 @@ START_RPC_TIMEOUT = timedelta(seconds=5)
 ID_TRIES = 5
 """New suffixes to try when a user_id is already taken (a 1 in 10^6 clash)."""
 
-_PRINTABLE = r"[^\x00-\x1f\x7f-\x9f]"
-Text = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=100,
-        # Printable throughout, and not blank: ids end up in logs and the Web UI.
-        pattern=rf"^{_PRINTABLE}*[^\s\x00-\x1f\x7f-\x9f]{_PRINTABLE}*$",
-    ),
-]
+
+def _printable(value: str) -> str:
+    # Names and ids end up in workflow ids, logs and the Web UI: no control or
+    # format characters (a zero-width space, a right-to-left override).
+    if not value.strip() or not value.isprintable():
+        raise PydanticCustomError("printable", "must be printable text, not blank")
+    return value
 
 
-FIELD_MESSAGES = {
-    "string_pattern_mismatch": "must be printable text, not blank",
-    "extra_forbidden": "is not a field of a booking",
-}
-"""Clearer words than pydantic's for the errors whose default names internals."""
+Text = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
+
+
+FIELD_MESSAGES = {"extra_forbidden": "is not a field of a booking"}
+"""Clearer words than pydantic's where its own say too little."""
 
 
 class BookingRequest(BaseModel):
@@ -87,61 +81,46 @@ class BadRequestBody(Exception):
     """The body is not a JSON object, so no field can be read from it."""
 
 
-class TemporalGateway:
-    """One Temporal client on one event loop thread, callable from any thread."""
-
-    def __init__(
-        self, client: Client, loop: asyncio.AbstractEventLoop, thread: threading.Thread
-    ) -> None:
-        self._client = client
-        self._loop = loop
-        self._thread = thread
-
-    @classmethod
-    def start(cls, connect: Callable[[], Awaitable[Client]]) -> Self:
-        """Start the loop thread and connect the client on it."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="temporal-loop", daemon=True)
-        thread.start()
-
-        async def connect_on_loop() -> Client:
-            return await connect()
-
-        client = asyncio.run_coroutine_threadsafe(connect_on_loop(), loop).result()
-        return cls(client, loop, thread)
-
-    def call(self, fn: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
-        """Run `fn(client)` on the client's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(fn(self._client), self._loop).result()
-
-    def close(self) -> None:
-        """Stop the loop thread."""
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-
-
 def generate_unique_username(name: str) -> str:
     """Return the booking id: `John Doe` becomes `john-doe-` and six digits."""
     return f"{'-'.join(name.lower().split())}-{secrets.randbelow(10**6):06d}"
 
 
-async def book_trip(client: Client, booking: BookingRequest) -> BookingState:
-    """Start the saga under a fresh user_id and wait for its result."""
+async def book_trip(
+    client: Client, booking: BookingRequest, task_queue: str, wait: timedelta
+) -> tuple[str, BookingState | None]:
+    """Start the saga under a fresh user_id; return it with the result, if ready in time.
+
+    Once the booking has started, no failure may reach the client as "try
+    again": a retry would book a second trip. A result that is late, or that
+    Temporal cannot deliver just now, comes back as None with the user_id.
+    """
+    handle = await start_booking(client, booking, task_queue)
+    try:
+        return handle.id, await asyncio.wait_for(handle.result(), wait.total_seconds())
+    except (TimeoutError, RPCError) as err:
+        log.info("Booking %s still running or unreachable (%r): answering 202", handle.id, err)
+        return handle.id, None
+
+
+async def start_booking(
+    client: Client, booking: BookingRequest, task_queue: str
+) -> WorkflowHandle[BookingWorkflow, BookingState]:
+    """Start the saga under a user_id no other booking has had."""
     for _ in range(ID_TRIES):
         user_id = generate_unique_username(booking.name)
         try:
-            handle = await client.start_workflow(
+            return await client.start_workflow(
                 BookingWorkflow.run,
                 booking.to_input(user_id),
                 id=user_id,
-                task_queue=TASK_QUEUE_NAME,
+                task_queue=task_queue,
                 # A user_id names one booking for as long as Temporal keeps it.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 rpc_timeout=START_RPC_TIMEOUT,
             )
         except WorkflowAlreadyStartedError:
             continue
-        return await handle.result()
     raise RuntimeError(f"no free user_id for {booking.name!r} after {ID_TRIES} tries")
 
 
@@ -168,37 +147,67 @@ def booking_response(state: BookingState) -> dict[str, object]:
     }
 
 
+def still_running(user_id: str) -> dict[str, object]:
+    """Return the answer for a booking that has started but not yet ended."""
+    return {
+        "user_id": user_id,
+        "status": "in progress",
+        "detail": "the booking has started and is still running; "
+        "find it in the Temporal Web UI under its user_id",
+    }
+
+
 def read_booking() -> BookingRequest:
     """Parse and validate the request body."""
     if not request.is_json:
         raise UnsupportedMediaType("send the booking as Content-Type: application/json")
-    body = request.get_json(silent=True)
+    body = request.get_json()  # malformed JSON: a 400 from Flask, through http_error
     if not isinstance(body, dict):
         raise BadRequestBody("the body must be a JSON object")
     return BookingRequest.model_validate(body)
 
 
-def create_app(temporal: TemporalGateway) -> Flask:
+def create_app(temporal: TemporalGateway, settings: ApiSettings | None = None) -> Flask:
     """Build the API around a process-wide Temporal gateway."""
+    settings = settings or ApiSettings()
+    wait = timedelta(seconds=settings.book_wait_seconds)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     register_error_handlers(app)
 
     @app.post("/book")
-    def book_vacation() -> Response:
+    def book_vacation() -> Response | tuple[Response, int]:
         """Book a trip and answer with what was booked or why it was cancelled."""
         booking = read_booking()
-        state = temporal.call(lambda client: book_trip(client, booking))
+        user_id, state = temporal.call(
+            lambda client: book_trip(client, booking, settings.task_queue, wait)
+        )
+        if state is None:
+            return jsonify(still_running(user_id)), 202
         return jsonify(booking_response(state))
 
     return app
 
 
+UNREACHABLE = "Temporal is unreachable; try again shortly"
+RETRY_AFTER = {"Retry-After": "5"}
+TRANSIENT = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+}
+"""RPC failures that say "not now" rather than "no": worth a retry later."""
+
+
 def register_error_handlers(app: Flask) -> None:
     """Map every failure to a JSON answer; no traceback reaches a client."""
 
-    def error(status: int, message: str, **extra: object) -> tuple[Response, int]:
-        return jsonify({"error": message, **extra}), status
+    def error(
+        status: int, message: str, headers: dict[str, str] | None = None, **extra: object
+    ) -> tuple[Response, int]:
+        response = jsonify({"error": message, **extra})
+        response.headers.update(headers or {})
+        return response, status
 
     @app.errorhandler(ValidationError)
     def invalid_field(err: ValidationError) -> tuple[Response, int]:
@@ -215,14 +224,20 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> tuple[Response, int]:
-        response, status = error(err.code or 500, err.description or err.name)
-        response.headers.update(err.get_headers()[1:])  # keeps Allow on a 405
-        return response, status
+        extra = dict(err.get_headers()[1:])  # keeps Allow on a 405
+        return error(err.code or 500, err.description or err.name, extra)
+
+    @app.errorhandler(TemporalUnavailable)
+    def temporal_down(err: TemporalUnavailable) -> tuple[Response, int]:
+        log.warning("Cannot connect to Temporal: %s", err)
+        return error(503, UNREACHABLE, RETRY_AFTER)
 
     @app.errorhandler(RPCError)
-    def temporal_unreachable(err: RPCError) -> tuple[Response, int]:
-        log.warning("Temporal call failed: %s", err)
-        return error(503, "Temporal is unreachable; try again shortly")
+    def temporal_refused(err: RPCError) -> tuple[Response, int]:
+        log.warning("Temporal call failed: %s (%s)", err.message, err.status.name)
+        if err.status in TRANSIENT:
+            return error(503, UNREACHABLE, RETRY_AFTER)
+        return error(502, f"Temporal refused the booking: {err.message}")
 
     @app.errorhandler(WorkflowFailureError)
     def workflow_failed(err: WorkflowFailureError) -> tuple[Response, int]:
@@ -256,10 +271,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = ApiSettings.from_env()
     config = temporal_connect_config()
-    # Lazy: the API starts while Temporal is down and answers 503 meanwhile.
-    temporal = TemporalGateway.start(lambda: Client.connect(**config, lazy=True))
+    temporal = TemporalGateway.start(lambda: Client.connect(**config))
     try:
-        serve(create_app(temporal), settings)
+        serve(create_app(temporal, settings), settings)
     finally:
         temporal.close()
     log.info("API stopped")

@@ -2,7 +2,7 @@
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -10,6 +10,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
+    ApplicationError,
     CancelledError,
     FailureError,
     RetryState,
@@ -49,10 +50,10 @@ FLIGHT_RETRY = RetryPolicy(
 UNDO_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=4),
-    maximum_attempts=4,
+    maximum_interval=timedelta(seconds=30),
 )
-"""Undos: four tries over about 7 s, then the leg is left for a person."""
+"""Undos: back off from 1 s to every 30 s; the input sets the attempts (10 by
+default, about 2.5 minutes), after which the leg is left for a person."""
 
 STEP_TIMEOUT = timedelta(seconds=10)
 """Longest a single provider call may take before Temporal retries it."""
@@ -95,6 +96,7 @@ class BookingWorkflow:
     @workflow.run
     async def run(self, book_input: BookVacationInput) -> BookingState:
         """Book each leg in turn; on the first that fails for good, undo in reverse."""
+        check_input(book_input)
         registered: list[Step] = []
         try:
             for step in STEPS:
@@ -107,10 +109,7 @@ class BookingWorkflow:
                     raise asyncio.CancelledError
         except (ActivityError, asyncio.CancelledError) as err:
             self._record_failure(registered[-1].leg, err)
-            # Shielded: cancelling the booking must not interrupt its undos.
-            await asyncio.shield(
-                asyncio.create_task(self._compensate(reversed(registered), book_input))
-            )
+            await self._compensate_to_the_end(registered[::-1], book_input)
             self._state.outcome = Outcome.CANCELLED
             workflow.logger.info("Booking cancelled: %s", self._state.reason)
             return self._state
@@ -147,24 +146,54 @@ class BookingWorkflow:
             stopped.error = self._state.reason
         workflow.logger.info("Step %s failed, compensating: %s", leg, self._state.reason)
 
-    async def _compensate(self, steps: Iterable[Step], book_input: BookVacationInput) -> None:
-        for step in steps:
+    async def _compensate_to_the_end(
+        self, steps: list[Step], book_input: BookVacationInput
+    ) -> None:
+        # The undos run in a task of their own, shielded, and awaited until done:
+        # a cancel request that arrives while undoing (the booking already being
+        # rolled back) must not end the workflow with undos left unrun.
+        undos = asyncio.create_task(self._compensate(steps, book_input))
+        while not undos.done():
             try:
-                report = await workflow.execute_activity_method(
-                    step.undo,
-                    book_input,
-                    start_to_close_timeout=STEP_TIMEOUT,
-                    retry_policy=UNDO_RETRY,
-                )
-            except ActivityError as err:
-                # Keep going: one stuck undo must not leave the others held.
-                compensation = Compensation(step.leg, UndoOutcome.NEEDS_ATTENTION, describe(err))
-                workflow.logger.error("Undo %s needs attention: %s", step.leg, compensation.error)
-            else:
-                outcome = UndoOutcome.RELEASED if report.released else UndoOutcome.NOTHING_TO_UNDO
-                compensation = Compensation(step.leg, outcome)
-                workflow.logger.info("Undo %s: %s", step.leg, outcome)
-            self._state.compensations.append(compensation)
+                await asyncio.shield(undos)
+            except asyncio.CancelledError:
+                workflow.logger.info("Cancel requested while undoing: finishing the undos")
+
+    async def _compensate(self, steps: list[Step], book_input: BookVacationInput) -> None:
+        if book_input.parallel_undo:
+            await asyncio.gather(*(self._undo(step, book_input) for step in steps))
+        else:
+            for step in steps:
+                await self._undo(step, book_input)
+
+    async def _undo(self, step: Step, book_input: BookVacationInput) -> None:
+        try:
+            report = await workflow.execute_activity_method(
+                step.undo,
+                book_input,
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=dataclasses.replace(
+                    UNDO_RETRY, maximum_attempts=book_input.undo_attempts
+                ),
+            )
+        except ActivityError as err:
+            # Keep going: one stuck undo must not leave the others held.
+            compensation = Compensation(step.leg, UndoOutcome.NEEDS_ATTENTION, describe(err))
+            workflow.logger.error("Undo %s needs attention: %s", step.leg, compensation.error)
+        else:
+            outcome = UndoOutcome.RELEASED if report.released else UndoOutcome.NOTHING_TO_UNDO
+            compensation = Compensation(step.leg, outcome)
+            workflow.logger.info("Undo %s: %s", step.leg, outcome)
+        self._state.compensations.append(compensation)
+
+
+def check_input(book_input: BookVacationInput) -> None:
+    """Refuse, for good, an input no retry policy can honour (the API checks it too)."""
+    for name in ("attempts", "undo_attempts"):
+        if getattr(book_input, name) < 1:
+            raise ApplicationError(
+                f"{name} must be at least 1", type="InvalidInput", non_retryable=True
+            )
 
 
 def describe(err: BaseException) -> str:

@@ -6,8 +6,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from helpers import EXTRA_NAMESPACE, free_port
-from run_stack import SERVER_TUNING, temporal_binary
+from helpers import EXTRA_NAMESPACE
+from run_stack import SERVER_TUNING, free_port, temporal_binary
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,19 +1,19 @@
 """Helpers for the tests: trips, workers and what a workflow's history says."""
 
 import asyncio
-import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from temporalio.api.enums.v1 import RetryState
 from temporalio.client import Client, WorkflowHandle
 
 from activities import BookingActivities
 from config import Simulation
+from providers import ProviderStore
 from run_worker import build_worker
 from shared import TASK_QUEUE_NAME, BookingState, BookVacationInput
 from workflows import BookingWorkflow
@@ -24,18 +24,14 @@ EXTRA_NAMESPACE = "process-tests"
 """A namespace of its own for tests that run `run_worker.py` as a process."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def trip(
     *,
     car: str = "valid-car-id",
     hotel: str = "valid-hotel-id",
     flight: str = "valid-flight-id",
     attempts: int = 5,
+    undo_attempts: int = 10,
+    parallel_undo: bool = False,
 ) -> BookVacationInput:
     return BookVacationInput(
         attempts=attempts,
@@ -43,12 +39,23 @@ def trip(
         book_car_id=car,
         book_hotel_id=hotel,
         book_flight_id=flight,
+        undo_attempts=undo_attempts,
+        parallel_undo=parallel_undo,
     )
 
 
-def quick_activities(hotel_outage: bool = True) -> BookingActivities:
-    """The real activities with no simulated latency, as tests want them."""
-    return BookingActivities(Simulation(latency_seconds=0, hotel_outage=hotel_outage))
+A = TypeVar("A", bound=BookingActivities)
+
+
+def quick(kind: type[A], directory: Path, *, hotel_outage: bool = True) -> A:
+    """A test's activities class with fresh stores in `directory` and no latency."""
+    simulation = Simulation(latency_seconds=0, hotel_outage=hotel_outage)
+    return kind(simulation, ProviderStore.open_all(directory))
+
+
+def quick_activities(directory: Path, *, hotel_outage: bool = True) -> BookingActivities:
+    """The real activities with fresh stores in `directory` and no latency."""
+    return quick(BookingActivities, directory, hotel_outage=hotel_outage)
 
 
 @asynccontextmanager
@@ -102,6 +109,17 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
     async with asyncio.timeout(30):
         while not await check():  # noqa: ASYNC110 (a server-side state: no event to await)
             await asyncio.sleep(0.1)
+
+
+async def cancel_seen(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Return whether the workflow has run a task since a cancel was requested."""
+    requested = False
+    async for event in handle.fetch_history_events():
+        if event.HasField("workflow_execution_cancel_requested_event_attributes"):
+            requested = True
+        elif requested and event.HasField("workflow_task_completed_event_attributes"):
+            return True
+    return False
 
 
 class ActivityRun(NamedTuple):

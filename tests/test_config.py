@@ -2,7 +2,15 @@
 
 import pytest
 
-from config import ApiSettings, ConfigError, Simulation, temporal_connect_config
+from config import (
+    ApiSettings,
+    ConfigError,
+    ProviderFaults,
+    Simulation,
+    WorkerSettings,
+    temporal_connect_config,
+)
+from shared import Leg
 
 
 def test_defaults_match_the_tutorial() -> None:
@@ -36,9 +44,32 @@ def test_values_are_read_from_the_environment() -> None:
         ("SIM_LATENCY_SECONDS", "-1"),
         ("SIM_LATENCY_SECONDS", "6"),
         ("SIM_HOTEL_OUTAGE", "yes"),
+        ("SIM_HOTEL_LOST_REPLY_RATE", "1.5"),
+        ("SIM_CAR_STOCK", "-1"),
+        ("SIM_SEED", "x"),
     ],
 )
 def test_unusable_value_is_refused_naming_the_variable(variable: str, value: str) -> None:
-    read = ApiSettings.from_env if variable == "PORT" else Simulation.from_env
+    read = ApiSettings.from_env if variable == "PORT" else WorkerSettings.from_env
     with pytest.raises(ConfigError, match=variable):
         read({variable: value})
+
+
+def test_faults_are_read_per_provider() -> None:
+    env = {
+        "SIM_HOTEL_OUTAGE_RATE": "0.1",
+        "SIM_HOTEL_LOST_REPLY_RATE": "0.2",
+        "SIM_CAR_REJECT_RATE": "0.05",
+        "SIM_FLIGHT_LATENCY_SECONDS": "0.5",
+        "SIM_FLIGHT_STOCK": "3",
+        "SIM_SEED": "7",
+        "TEMPORAL_TASK_QUEUE": "saga-blue",
+        "PROVIDERS_DIR": "/var/lib/providers",
+    }
+    settings = WorkerSettings.from_env(env)
+
+    assert settings.simulation.of(Leg.HOTEL) == ProviderFaults(outage_rate=0.1, lost_reply_rate=0.2)
+    assert settings.simulation.of(Leg.CAR) == ProviderFaults(reject_rate=0.05)
+    assert settings.simulation.of(Leg.FLIGHT) == ProviderFaults(latency_seconds=0.5, stock=3)
+    assert settings.simulation.seed == 7
+    assert (settings.task_queue, str(settings.providers_dir)) == ("saga-blue", "/var/lib/providers")

@@ -18,8 +18,8 @@ import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 
-from helpers import EXTRA_NAMESPACE, ROOT, activity_runs, eventually, free_port, trip
-from run_stack import port_in_use
+from helpers import EXTRA_NAMESPACE, ROOT, activity_runs, eventually, trip
+from run_stack import free_port, port_in_use
 from shared import TASK_QUEUE_NAME
 from workflows import BookingWorkflow
 
@@ -57,13 +57,14 @@ def spawn(command: list[str], env: dict[str, str]) -> tuple["subprocess.Popen[st
 
 
 async def test_worker_finishes_the_activity_in_flight_on_sigterm_and_exits_0(
-    address: str,
+    address: str, tmp_path: Path
 ) -> None:
     worker, output = spawn(
         [sys.executable, "run_worker.py"],
         {
             "TEMPORAL_ADDRESS": address,
             "TEMPORAL_NAMESPACE": EXTRA_NAMESPACE,
+            "PROVIDERS_DIR": str(tmp_path),
             "SIM_LATENCY_SECONDS": "2",
         },
     )
@@ -161,6 +162,7 @@ def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: P
         "TEMPORAL_PORT": str(grpc),
         "TEMPORAL_UI_PORT": str(ui),
         "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
+        "PROVIDERS_DIR": str(tmp_path / "providers"),
     }
     user_ids = []
     with make_run(env):

@@ -5,6 +5,7 @@ import re
 import subprocess
 import threading
 import urllib.request
+import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,13 +13,22 @@ from typing import Any, TypeVar
 
 import pytest
 from flask.testing import FlaskClient
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowInput,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 from werkzeug.serving import ThreadedWSGIServer
 
 from activities import BookingActivities
-from helpers import free_port, quick_activities, worker_thread
-from run_stack import StackSettings, server_serving, wait_until
-from starter import MAX_BODY_BYTES, TemporalGateway, create_app
+from config import ApiSettings
+from helpers import quick_activities, worker_thread
+from run_stack import StackSettings, free_port, server_serving, wait_until
+from starter import MAX_BODY_BYTES, create_app
+from temporal_gateway import TemporalGateway
 
 T = TypeVar("T")
 
@@ -49,15 +59,42 @@ class CountingGateway(TemporalGateway):
 
 
 @pytest.fixture(scope="module")
-def activities(address: str) -> Iterator[BookingActivities]:
-    running = quick_activities()
+def activities(
+    address: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BookingActivities]:
+    running = quick_activities(tmp_path_factory.mktemp("providers"))
     with worker_thread(address, running):
         yield running
 
 
+class ThreadRecorder(Interceptor):
+    """Records the thread every workflow start runs on."""
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _Recording(next, self.threads)
+
+
+class _Recording(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, threads: set[str]) -> None:
+        super().__init__(next)
+        self.threads = threads
+
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        self.threads.add(threading.current_thread().name)
+        return await super().start_workflow(input)
+
+
 @pytest.fixture(scope="module")
-def gateway(address: str) -> Iterator[CountingGateway]:
-    gateway = CountingGateway.start(lambda: Client.connect(address))
+def recorder() -> ThreadRecorder:
+    return ThreadRecorder()
+
+
+@pytest.fixture(scope="module")
+def gateway(address: str, recorder: ThreadRecorder) -> Iterator[CountingGateway]:
+    gateway = CountingGateway.start(lambda: Client.connect(address, interceptors=[recorder]))
     yield gateway
     gateway.close()
 
@@ -125,8 +162,8 @@ def test_tutorial_request_gets_the_documented_json(
     assert held(activities) == before + new_reservations
 
 
-def test_fifty_concurrent_bookings_all_succeed_with_distinct_user_ids(
-    gateway: CountingGateway, activities: BookingActivities
+def test_fifty_concurrent_bookings_share_one_client_loop_and_all_succeed(
+    gateway: CountingGateway, activities: BookingActivities, recorder: ThreadRecorder
 ) -> None:
     server = ThreadedWSGIServer("127.0.0.1", 0, create_app(gateway))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -152,6 +189,8 @@ def test_fifty_concurrent_bookings_all_succeed_with_distinct_user_ids(
     user_ids = {body["user_id"] for _, body in answers}
     assert len(user_ids) == 50
     assert all(re.fullmatch(r"traveller-\d+-\d{6}", user_id) for user_id in user_ids)
+    # Every request thread handed its Temporal calls to the one loop thread.
+    assert recorder.threads == {"temporal-loop"}
 
 
 BAD_BODIES = [
@@ -164,6 +203,9 @@ BAD_BODIES = [
     pytest.param({**JOHN, "attempts": "5"}, "attempts", id="attempts_as_string"),
     pytest.param({**JOHN, "attempts": True}, "attempts", id="attempts_as_bool"),
     pytest.param({**JOHN, "attempts": 2.5}, "attempts", id="fractional_attempts"),
+    pytest.param({**JOHN, "attempts": 5.0}, "attempts", id="attempts_as_float"),
+    pytest.param({**JOHN, "name": "\u200b"}, "name", id="zero_width_space_name"),
+    pytest.param({**JOHN, "hotel": "\u202evalid"}, "hotel", id="right_to_left_override"),
     pytest.param({**JOHN, "attempts": 0}, "attempts", id="zero_attempts"),
     pytest.param({**JOHN, "attempts": 11}, "attempts", id="too_many_attempts"),
     pytest.param({**JOHN, "car": 42}, "car", id="car_as_number"),
@@ -195,6 +237,9 @@ BAD_REQUESTS = [
     pytest.param("POST", "{not json", "application/json", 400, id="malformed_json"),
     pytest.param("POST", '["a", "list"]', "application/json", 400, id="json_list"),
     pytest.param("POST", "null", "application/json", 400, id="json_null"),
+    pytest.param(
+        "POST", '{"attempts": ' + "9" * 5000 + "}", "application/json", 400, id="huge_int"
+    ),
     pytest.param("POST", "", "application/json", 400, id="empty_body"),
     pytest.param("POST", "name=John", "application/x-www-form-urlencoded", 415, id="form"),
     pytest.param("POST", "x" * (MAX_BODY_BYTES + 1), "application/json", 413, id="huge_body"),
@@ -244,3 +289,37 @@ def test_stopped_temporal_answers_503_json(tmp_path: Path) -> None:
 
     assert response.status_code == 503
     assert response.get_json() == {"error": "Temporal is unreachable; try again shortly"}
+
+
+def test_temporal_down_at_start_up_answers_503_json() -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    gateway = TemporalGateway.start(lambda: Client.connect(nowhere))
+    try:
+        response = create_app(gateway).test_client().post("/book", json=JOHN)
+    finally:
+        gateway.close()
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.get_json() == {"error": "Temporal is unreachable; try again shortly"}
+
+
+def test_booking_still_running_after_the_wait_answers_202_with_its_user_id(
+    gateway: CountingGateway,
+) -> None:
+    nobody_polls = ApiSettings(task_queue=f"nobody-{uuid.uuid4()}", book_wait_seconds=0.5)
+
+    response = create_app(gateway, nobody_polls).test_client().post("/book", json=JOHN)
+
+    assert response.status_code == 202
+    body = response.get_json()
+    assert re.fullmatch(r"john-doe-\d{6}", body["user_id"])
+    assert body["status"] == "in progress"
+
+    async def describe_and_terminate(client: Client) -> WorkflowExecutionStatus | None:
+        handle = client.get_workflow_handle(body["user_id"])
+        status = (await handle.describe()).status
+        await handle.terminate("test over")
+        return status
+
+    assert gateway.call(describe_and_terminate) == WorkflowExecutionStatus.RUNNING

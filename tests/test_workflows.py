@@ -1,17 +1,23 @@
 """The saga, against a real Temporal server: what runs, in which order, what is held."""
 
 import asyncio
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Replayer
 
 from activities import BookingActivities
 from helpers import (
     ActivityRun,
     activity_runs,
+    cancel_seen,
+    eventually,
+    quick,
     quick_activities,
     run_booking,
     running_worker,
@@ -92,16 +98,19 @@ REJECTION_TABLE = [
 @pytest.mark.parametrize(("items", "outcome", "history", "compensations"), REJECTION_TABLE)
 async def test_rejected_step_undoes_every_step_attempted_in_reverse(
     client: Client,
+    tmp_path: Path,
     items: dict[str, Any],
     outcome: Outcome,
     history: list[ActivityRun],
     compensations: list[Compensation],
 ) -> None:
-    activities = quick_activities()
+    activities = quick_activities(tmp_path)
     handle, state = await run_booking(client, activities, trip(**items))
 
     assert state.outcome is outcome
     assert await activity_runs(handle) == history
+    # Replaying the history must reproduce it: the workflow code is deterministic.
+    await Replayer(workflows=[BookingWorkflow]).replay_workflow(await handle.fetch_history())
     assert state.compensations == compensations
     held = {leg: len(p.held()) for leg, p in activities.providers.items()}
     expected_held = 1 if outcome is Outcome.CONFIRMED else 0
@@ -109,9 +118,11 @@ async def test_rejected_step_undoes_every_step_attempted_in_reverse(
 
 
 async def test_rejection_is_not_retried_and_names_the_failed_step_and_reason(
-    client: Client,
+    client: Client, tmp_path: Path
 ) -> None:
-    handle, state = await run_booking(client, quick_activities(), trip(hotel="invalid-hotel-id"))
+    handle, state = await run_booking(
+        client, quick_activities(tmp_path), trip(hotel="invalid-hotel-id")
+    )
 
     assert await why_not_retried(handle) == {"book_hotel": "RETRY_STATE_NON_RETRYABLE_FAILURE"}
 
@@ -125,9 +136,9 @@ async def test_rejection_is_not_retried_and_names_the_failed_step_and_reason(
 
 
 async def test_one_attempt_gives_up_on_the_hotel_outage_and_undoes_the_car(
-    client: Client,
+    client: Client, tmp_path: Path
 ) -> None:
-    activities = quick_activities()
+    activities = quick_activities(tmp_path)
     handle, state = await run_booking(client, activities, trip(attempts=1))
 
     assert state.outcome is Outcome.CANCELLED
@@ -155,10 +166,11 @@ class StuckHotelUndo(BookingActivities):
 
 
 async def test_undo_that_keeps_failing_is_recorded_and_later_undos_still_run(
-    client: Client,
+    client: Client, tmp_path: Path
 ) -> None:
-    activities = StuckHotelUndo(quick_activities().simulation)
-    handle, state = await run_booking(client, activities, trip(flight="invalid-flight-id"))
+    activities = quick(StuckHotelUndo, tmp_path)
+    booking = trip(flight="invalid-flight-id", undo_attempts=3)
+    handle, state = await run_booking(client, activities, booking)
 
     assert state.outcome is Outcome.CANCELLED
     assert state.compensations == [
@@ -171,7 +183,7 @@ async def test_undo_that_keeps_failing_is_recorded_and_later_undos_still_run(
         Compensation(Leg.CAR, RELEASED),
     ]
     assert (await activity_runs(handle))[-2:] == [
-        ran("undo_book_hotel", 4, "failed"),
+        ran("undo_book_hotel", 3, "failed"),
         ran("undo_book_car"),
     ]
     held = {leg: len(p.held()) for leg, p in activities.providers.items()}
@@ -181,8 +193,8 @@ async def test_undo_that_keeps_failing_is_recorded_and_later_undos_still_run(
 class GatedFlight(BookingActivities):
     """The airline answers only when the test says so."""
 
-    def __init__(self) -> None:
-        super().__init__(quick_activities().simulation)
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         self.flight_called = asyncio.Event()
         self.answer_flight = asyncio.Event()
 
@@ -193,8 +205,10 @@ class GatedFlight(BookingActivities):
         return await super().book_flight(book_input)
 
 
-async def test_progress_query_shows_each_leg_while_the_saga_runs(client: Client) -> None:
-    activities = GatedFlight()
+async def test_progress_query_shows_each_leg_while_the_saga_runs(
+    client: Client, tmp_path: Path
+) -> None:
+    activities = quick(GatedFlight, tmp_path)
     async with running_worker(client, activities) as task_queue:
         handle = await client.start_workflow(
             BookingWorkflow.run, trip(), id=f"wf-{task_queue}", task_queue=task_queue
@@ -220,16 +234,16 @@ async def test_progress_query_shows_each_leg_while_the_saga_runs(client: Client)
 
 
 async def test_cancelling_a_running_booking_undoes_every_leg_attempted_once_it_returns(
-    client: Client,
+    client: Client, tmp_path: Path
 ) -> None:
-    activities = GatedFlight()
+    activities = quick(GatedFlight, tmp_path)
     async with running_worker(client, activities) as task_queue:
         handle = await client.start_workflow(
             BookingWorkflow.run, trip(), id=f"wf-{task_queue}", task_queue=task_queue
         )
         await asyncio.wait_for(activities.flight_called.wait(), 30)
         await handle.cancel()
-        await asyncio.sleep(1)  # the airline answers late, after the cancel request
+        await eventually(lambda: cancel_seen(handle))  # the airline answers after that
         activities.answer_flight.set()
         state = await handle.result()
 
@@ -242,3 +256,100 @@ async def test_cancelling_a_running_booking_undoes_every_leg_attempted_once_it_r
         Compensation(Leg.CAR, RELEASED),
     ]
     assert all(not p.held() for p in activities.providers.values())
+
+
+class GatedHotelUndo(BookingActivities):
+    """The hotel's undo answers only when the test says so."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.undo_called = asyncio.Event()
+        self.answer_undo = asyncio.Event()
+
+    @activity.defn(name="undo_book_hotel")
+    async def undo_book_hotel(self, book_input: BookVacationInput) -> UndoReport:
+        self.undo_called.set()
+        await self.answer_undo.wait()
+        return await super().undo_book_hotel(book_input)
+
+
+async def test_cancel_request_while_undoing_still_runs_every_undo(
+    client: Client, tmp_path: Path
+) -> None:
+    activities = quick(GatedHotelUndo, tmp_path)
+    async with running_worker(client, activities) as task_queue:
+        booking = trip(flight="invalid-flight-id")
+        handle = await client.start_workflow(
+            BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
+        )
+        await asyncio.wait_for(activities.undo_called.wait(), 30)
+        await handle.cancel()
+        await eventually(lambda: cancel_seen(handle))
+        activities.answer_undo.set()
+        state = await handle.result()
+
+    assert state.outcome is Outcome.CANCELLED
+    assert state.reason == "Invalid flight booking: 'invalid-flight-id'"
+    assert state.compensations == [
+        Compensation(Leg.FLIGHT, NOTHING),
+        Compensation(Leg.HOTEL, RELEASED),
+        Compensation(Leg.CAR, RELEASED),
+    ]
+    assert all(not p.held() for p in activities.providers.values())
+
+
+async def test_parallel_undo_starts_every_undo_before_any_ends(
+    client: Client, tmp_path: Path
+) -> None:
+    activities = quick_activities(tmp_path)
+    booking = trip(flight="invalid-flight-id", parallel_undo=True)
+    handle, state = await run_booking(client, activities, booking)
+
+    assert len(state.compensations) == 3
+    assert set(state.compensations) == {
+        Compensation(Leg.FLIGHT, NOTHING),
+        Compensation(Leg.HOTEL, RELEASED),
+        Compensation(Leg.CAR, RELEASED),
+    }
+    scheduled, first_done = [], None
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            if name.startswith("undo_"):
+                scheduled.append(event.event_id)
+        elif event.HasField("activity_task_completed_event_attributes") and scheduled:
+            first_done = first_done or event.event_id
+    assert len(scheduled) == 3
+    assert first_done is not None
+    assert max(scheduled) < first_done
+    assert all(not p.held() for p in activities.providers.values())
+
+
+async def test_a_completed_booking_is_final_and_a_late_cancel_changes_nothing(
+    client: Client, tmp_path: Path
+) -> None:
+    activities = quick_activities(tmp_path)
+    handle, state = await run_booking(client, activities, trip())
+
+    await handle.cancel()  # accepted by the server, and a no-op on a closed workflow
+
+    assert state.outcome is Outcome.CONFIRMED
+    assert [run.name for run in await activity_runs(handle)] == [
+        "book_car",
+        "book_hotel",
+        "book_flight",
+    ]
+    assert (await handle.result()).outcome is Outcome.CONFIRMED
+    assert [len(p.held()) for p in activities.providers.values()] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("field", ["attempts", "undo_attempts"])
+async def test_an_input_no_retry_policy_can_honour_fails_the_workflow_for_good(
+    client: Client, tmp_path: Path, field: str
+) -> None:
+    changes: dict[str, Any] = {field: 0}
+    with pytest.raises(WorkflowFailureError) as failed:
+        await run_booking(client, quick_activities(tmp_path), replace(trip(), **changes))
+
+    assert isinstance(failed.value.cause, ApplicationError)
+    assert failed.value.cause.message == f"{field} must be at least 1"

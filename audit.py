@@ -1,0 +1,159 @@
+"""The audit behind `make audit`: every booking in Temporal against every provider's store.
+
+It checks the saga's promise, never a partial trip and never a double booking:
+a confirmed booking holds exactly one reservation per leg; a cancelled one
+holds none (unless its undo was left needing attention); no key and no
+booking holds two reservations in one store; no reservation belongs to a
+booking Temporal does not know; no booking has been running too long.
+"""
+
+import argparse
+import asyncio
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from config import WorkerSettings, temporal_connect_config
+from providers import ProviderStore, RowStatus
+from shared import BookingState, Leg, Outcome, UndoOutcome
+
+
+@dataclass
+class AuditReport:
+    """What the audit found."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    held: Counter[Leg] = field(default_factory=Counter)
+    needs_attention: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Return whether the audit found no violation."""
+        return not self.violations
+
+    def summary(self) -> str:
+        """Return the report as a person reads it."""
+        outcomes = ", ".join(f"{name} {n}" for name, n in sorted(self.outcomes.items()))
+        held = ", ".join(f"{leg} {self.held[leg]}" for leg in Leg)
+        lines = [
+            f"bookings: {self.outcomes.total()} ({outcomes or 'none'})",
+            f"reservations held: {held}",
+            f"needs attention: {len(self.needs_attention)}",
+            *(f"  {item}" for item in self.needs_attention),
+            f"violations: {len(self.violations)}",
+            *(f"  {item}" for item in self.violations),
+            "audit clean" if self.clean else "AUDIT FAILED",
+        ]
+        return "\n".join(lines)
+
+
+Booking = BookingState | str
+"""A booking's result, or the status of a booking that has none ("running", "terminated")."""
+
+
+async def read_bookings(
+    client: Client, query: str, stuck_after: timedelta, report: AuditReport
+) -> dict[str, Booking]:
+    """Return each booking by id."""
+    bookings: dict[str, Booking] = {}
+    now = datetime.now(UTC)
+    async for execution in client.list_workflows(query):
+        handle = client.get_workflow_handle(execution.id, result_type=BookingState)
+        status = execution.status
+        if status == WorkflowExecutionStatus.RUNNING:
+            # Visibility lags a little behind: ask the workflow itself.
+            status = (await handle.describe()).status
+        if status == WorkflowExecutionStatus.COMPLETED:
+            result = await handle.result()
+            bookings[execution.id] = result
+            report.outcomes[result.outcome] += 1
+            continue
+        bookings[execution.id] = name = status.name.lower() if status else "unknown"
+        report.outcomes[name] += 1
+        if status == WorkflowExecutionStatus.RUNNING and now - execution.start_time > stuck_after:
+            since = f"{execution.start_time:%Y-%m-%d %H:%M:%S}"
+            report.violations.append(f"{execution.id}: stuck, running since {since}")
+    return bookings
+
+
+def check_stores(
+    bookings: dict[str, Booking],
+    stores: dict[Leg, ProviderStore],
+    report: AuditReport,
+) -> None:
+    """Check every store's rows against the bookings' outcomes."""
+    for leg, store in stores.items():
+        rows = store.rows()
+        held = [row for row in rows if row.status is RowStatus.HELD]
+        report.held[leg] = len(held)
+        for key, count in Counter(row.key for row in rows).items():
+            if count > 1:
+                report.violations.append(f"{key}: {count} rows under one key in the {leg} store")
+        for booking_id, count in Counter(row.booking_id for row in held).items():
+            if count > 1:
+                report.violations.append(f"{booking_id}: holds {count} {leg} reservations")
+        holders = {row.booking_id for row in held}
+        for booking_id in holders - bookings.keys():
+            report.violations.append(
+                f"{booking_id}: holds a {leg} but Temporal has no such booking"
+            )
+        for booking_id, state in bookings.items():
+            check_leg(booking_id, state, leg, booking_id in holders, report)
+
+
+def check_leg(booking_id: str, state: Booking, leg: Leg, holds: bool, report: AuditReport) -> None:
+    """Check that one booking holds one leg exactly when its outcome says it should."""
+    if isinstance(state, str):  # no result: fine while running, a partial trip after
+        if state != "running" and holds:
+            report.violations.append(f"{booking_id}: {state} but still holds a {leg}")
+        return
+    if state.outcome is Outcome.CONFIRMED and not holds:
+        report.violations.append(f"{booking_id}: confirmed but holds no {leg}")
+    if state.outcome is Outcome.CANCELLED and holds:
+        undo = next((c for c in state.compensations if c.leg == leg), None)
+        if undo is not None and undo.outcome is UndoOutcome.NEEDS_ATTENTION:
+            report.needs_attention.append(f"{booking_id}: {leg} still held ({undo.error})")
+        else:
+            report.violations.append(f"{booking_id}: cancelled but still holds a {leg}")
+
+
+async def run_audit(
+    client: Client,
+    stores: dict[Leg, ProviderStore],
+    task_queue: str | None = None,
+    stuck_after: timedelta = timedelta(minutes=10),
+) -> AuditReport:
+    """Audit every BookingWorkflow (on `task_queue`, if given) against `stores`."""
+    query = "WorkflowType = 'BookingWorkflow'"
+    if task_queue:
+        query += f" AND TaskQueue = '{task_queue}'"
+    report = AuditReport()
+    bookings = await read_bookings(client, query, stuck_after, report)
+    check_stores(bookings, stores, report)
+    return report
+
+
+async def main(argv: list[str] | None = None) -> int:
+    """Run the audit from the command line; exit 1 on any violation."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    settings = WorkerSettings.from_env()
+    parser.add_argument("--providers-dir", type=Path, default=settings.providers_dir)
+    parser.add_argument("--task-queue", help="audit only the bookings on this task queue")
+    parser.add_argument(
+        "--stuck-after", type=float, default=600, help="seconds a booking may run (600)"
+    )
+    args = parser.parse_args(argv)
+    client = await Client.connect(**temporal_connect_config())
+    stores = ProviderStore.open_all(args.providers_dir)
+    report = await run_audit(client, stores, args.task_queue, timedelta(seconds=args.stuck_after))
+    print(report.summary())
+    return 0 if report.clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,307 @@
+"""The chaos run behind `make chaos`: bookings under random faults and crashes, then the audit.
+
+It starts worker processes with every provider fault turned on, sends a
+stream of bookings (some with an invalid item), SIGKILLs a worker now and
+then (starting a new one in its place), optionally restarts the Temporal
+server on its SQLite file mid-run, waits for every booking to end, and runs
+the audit. The run passes only if every booking ended and the audit is clean.
+"""
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.service import RPCError
+
+from audit import AuditReport, run_audit
+from providers import ProviderStore
+from run_stack import HERE, StackSettings, free_port, port_in_use, server_serving, wait_until
+from shared import BookingState, BookVacationInput
+from workflows import BookingWorkflow
+
+FAULTS = {
+    "SIM_LATENCY_SECONDS": "0.02",
+    **{
+        f"SIM_{leg}_{fault}": rate
+        for leg in ("CAR", "HOTEL", "FLIGHT")
+        for fault, rate in {
+            "OUTAGE_RATE": "0.1",
+            "REJECT_RATE": "0.02",
+            "LOST_REPLY_RATE": "0.1",
+        }.items()
+    },
+}
+"""Every provider: down 10 % of calls, refusing 2 %, losing 10 % of its answers."""
+
+T = TypeVar("T")
+
+QUIET = Runtime(
+    telemetry=TelemetryConfig(
+        logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
+    )
+)
+"""The client's runtime, without a warning per retried call while the server restarts."""
+
+
+class WorkerProcess:
+    """`run_worker.py` as a process of its own, to be killed without warning."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the worker; return once it polls."""
+        self.process = subprocess.Popen(
+            [sys.executable, "run_worker.py"],
+            cwd=HERE,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if b"Worker polling" in line:
+                break
+        else:
+            raise RuntimeError("the worker exited before polling")
+        # Keep reading its output, so a chatty worker never blocks on a full pipe.
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()
+
+    def kill(self) -> None:
+        """SIGKILL the worker: no drain, no goodbye, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Stop the worker gracefully."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+class DevServer:
+    """A Temporal dev server of its own, on a SQLite file, that can be restarted."""
+
+    def __init__(self, directory: Path) -> None:
+        free = [free_port() for _ in range(3)]
+        self.settings = StackSettings(free[0], free[1], free[2], directory / "temporal.db")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """Return the server's gRPC address."""
+        return self.settings.address
+
+    def start(self) -> None:
+        """Start the server; return once it serves."""
+        self.process = subprocess.Popen(
+            self.settings.server_command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: server_serving(self.address), self.process, "the dev server")
+
+    def stop(self) -> None:
+        """Stop the server and wait until its port is free."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+        deadline = time.monotonic() + 30
+        while port_in_use(self.settings.grpc_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+@dataclass
+class ChaosPlan:
+    """How much chaos to make."""
+
+    bookings: int = 100
+    concurrency: int = 20
+    workers: int = 2
+    worker_kills: int = 2
+    server_restarts: int = 0
+    invalid_share: float = 0.1
+    faults: dict[str, str] = field(default_factory=lambda: dict(FAULTS))
+    seed: int = 1
+
+
+@dataclass
+class ChaosResult:
+    """What the chaos run saw, and what the audit found."""
+
+    outcomes: Counter[str]
+    unfinished: list[str]
+    kills: int
+    server_restarts: int
+    audit: AuditReport
+
+    @property
+    def clean(self) -> bool:
+        """Return whether every booking ended and the audit is clean."""
+        return not self.unfinished and self.audit.clean
+
+    def summary(self) -> str:
+        """Return the run as a person reads it."""
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
+        return "\n".join(
+            [
+                f"bookings ended: {outcomes}; unfinished: {len(self.unfinished)}",
+                f"worker kills: {self.kills}; server restarts: {self.server_restarts}",
+                self.audit.summary(),
+            ]
+        )
+
+
+def random_trip(rng: random.Random, invalid_share: float) -> BookVacationInput:
+    """Return a booking; now and then one of its items is invalid."""
+    items = ["valid-car-id", "valid-hotel-id", "valid-flight-id"]
+    if rng.random() < invalid_share:
+        slot = rng.randrange(3)
+        items[slot] = "invalid-" + items[slot].removeprefix("valid-")
+    car, hotel, flight = items
+    return BookVacationInput(5, f"chaos-{uuid.uuid4().hex[:12]}", car, hotel, flight)
+
+
+async def run_chaos(
+    plan: ChaosPlan,
+    address: str,
+    providers_dir: Path,
+    server: DevServer | None = None,
+    task_queue: str | None = None,
+) -> ChaosResult:
+    """Run `plan` against the server at `address`; `server` is restarted if the plan says so."""
+    task_queue = task_queue or f"chaos-{uuid.uuid4().hex[:8]}"
+    rng = random.Random(plan.seed)
+    env = {
+        **plan.faults,
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_TASK_QUEUE": task_queue,
+        "PROVIDERS_DIR": str(providers_dir),
+    }
+    workers = [WorkerProcess({**env, "SIM_SEED": str(plan.seed + n)}) for n in range(plan.workers)]
+    for worker in workers:
+        worker.start()
+    client = await Client.connect(address, runtime=QUIET)
+    gate = asyncio.Semaphore(plan.concurrency)
+
+    async def book(trip: BookVacationInput) -> BookingState:
+        async with gate:
+            handle = await through_outages(
+                lambda: start_once(client, trip, task_queue), "start " + trip.book_user_id
+            )
+            return await through_outages(handle.result, "await " + trip.book_user_id)
+
+    # Crashes fall evenly through the stream of bookings.
+    events = plan.worker_kills + plan.server_restarts
+    crash_at = {plan.bookings * (n + 1) // (events + 1): n for n in range(events)}
+    kills = restarts = 0
+    bookings: dict[str, asyncio.Task[BookingState]] = {}
+    try:
+        for n in range(plan.bookings):
+            trip = random_trip(rng, plan.invalid_share)
+            bookings[trip.book_user_id] = asyncio.create_task(book(trip))
+            await asyncio.sleep(0.05)
+            if n in crash_at:
+                if crash_at[n] < plan.worker_kills:
+                    victim = workers[kills % len(workers)]
+                    victim.kill()
+                    await asyncio.to_thread(victim.start)
+                    kills += 1
+                elif server is not None:
+                    await asyncio.to_thread(server.stop)
+                    await asyncio.sleep(1)
+                    await asyncio.to_thread(server.start)
+                    restarts += 1
+        await asyncio.wait(bookings.values(), timeout=180)
+    finally:
+        for worker in workers:
+            worker.stop()
+    outcomes: Counter[str] = Counter()
+    unfinished = []
+    for booking_id, task in bookings.items():
+        if not task.done():
+            task.cancel()
+            unfinished.append(booking_id)
+        elif task.exception() is not None:
+            unfinished.append(f"{booking_id}: {task.exception()!r}")
+        else:
+            outcomes[task.result().outcome] += 1
+    report = await run_audit(
+        client, ProviderStore.open_all(providers_dir), task_queue, timedelta(minutes=5)
+    )
+    return ChaosResult(outcomes, unfinished, kills, restarts, report)
+
+
+async def start_once(
+    client: Client, trip: BookVacationInput, task_queue: str
+) -> WorkflowHandle[BookingWorkflow, BookingState]:
+    """Start a booking; if an earlier try did start it (its answer lost), take that one."""
+    try:
+        return await client.start_workflow(
+            BookingWorkflow.run, trip, id=trip.book_user_id, task_queue=task_queue
+        )
+    except WorkflowAlreadyStartedError:
+        return client.get_workflow_handle_for(BookingWorkflow.run, trip.book_user_id)
+
+
+async def through_outages(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """Retry `call` while the Temporal server is away (a restart), for up to a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await call()
+        except RPCError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+
+
+async def main(argv: list[str] | None = None) -> int:
+    """Run a chaos run on a dev server of its own; exit 1 unless it ends clean."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bookings", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--worker-kills", type=int, default=4)
+    parser.add_argument("--server-restarts", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    plan = ChaosPlan(
+        bookings=args.bookings,
+        concurrency=args.concurrency,
+        workers=args.workers,
+        worker_kills=args.worker_kills,
+        server_restarts=args.server_restarts,
+        seed=args.seed,
+    )
+    with tempfile.TemporaryDirectory(prefix="chaos-") as scratch:
+        server = DevServer(Path(scratch))
+        server.start()
+        try:
+            result = await run_chaos(plan, server.address, Path(scratch) / "providers", server)
+        finally:
+            server.stop()
+    print(result.summary())
+    return 0 if result.clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

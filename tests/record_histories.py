@@ -1,0 +1,63 @@
+"""Record the golden histories that `test_replay.py` replays: `make histories`.
+
+Run it after a deliberate change to the workflow's commands (and only then),
+and commit the new files together with the change, saying why in the commit.
+"""
+
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+
+from temporalio.testing import WorkflowEnvironment
+from test_workflows import GatedFlight
+
+from helpers import cancel_seen, eventually, quick, running_worker, trip
+from run_stack import temporal_binary
+from workflows import BookingWorkflow
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+
+
+async def main() -> None:
+    """Run a confirmed, a compensated and a cancelled booking; save their histories."""
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary())
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            activities = quick(GatedFlight, Path(scratch))
+            client = env.client
+            async with running_worker(client, activities) as task_queue:
+                runs = {
+                    "confirmed": trip(),
+                    "compensated": trip(hotel="invalid-hotel-id"),
+                    "cancelled": trip(),
+                }
+                handles = {}
+                for name, booking in runs.items():
+                    activities.flight_called.clear()
+                    activities.answer_flight.clear()
+                    handle = await client.start_workflow(
+                        BookingWorkflow.run,
+                        booking,
+                        id=f"golden-{name}",
+                        task_queue=task_queue,
+                    )
+                    if name != "compensated":
+                        await activities.flight_called.wait()
+                    if name == "cancelled":
+                        await handle.cancel()
+                        await eventually(lambda: cancel_seen(handle))  # noqa: B023
+                    activities.answer_flight.set()
+                    await handle.result()
+                    handles[name] = handle
+            for name, handle in handles.items():
+                history = await handle.fetch_history()
+                path = HISTORIES / f"{name}.json"
+                path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+                print(f"wrote {path.relative_to(Path.cwd())}")
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

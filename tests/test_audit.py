@@ -1,0 +1,146 @@
+"""The audit finds every way the stores and Temporal can disagree."""
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from temporalio.client import Client
+
+from audit import run_audit
+from helpers import ROOT, quick_activities, running_worker, trip
+from providers import ProviderStore
+from shared import Leg, Outcome
+from workflows import BookingWorkflow
+
+
+class Booked(NamedTuple):
+    stores: dict[Leg, ProviderStore]
+    task_queue: str
+    confirmed: str
+    cancelled: str
+
+
+@pytest.fixture
+async def booked(client: Client, tmp_path: Path) -> Booked:
+    """A confirmed and a cancelled booking, audited clean."""
+    activities = quick_activities(tmp_path, hotel_outage=False)
+    async with running_worker(client, activities) as task_queue:
+        ids = []
+        for booking in (trip(), trip(flight="invalid-flight-id")):
+            await client.execute_workflow(
+                BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
+            )
+            ids.append(booking.book_user_id)
+    stores = dict(activities.providers)
+    report = await run_audit(client, stores, task_queue)
+    assert report.clean, report.summary()
+    assert report.outcomes == {Outcome.CONFIRMED: 1, Outcome.CANCELLED: 1}
+    return Booked(stores, task_queue, *ids)
+
+
+def sql(store: ProviderStore, statement: str, *args: str) -> None:
+    with sqlite3.connect(store.path) as db:
+        db.execute(statement, args)
+
+
+def confirmed_loses_its_car(b: Booked) -> None:
+    b.stores[Leg.CAR].release(f"{b.confirmed}/car", b.confirmed)
+
+
+def unknown_booking_holds_a_room(b: Booked) -> None:
+    b.stores[Leg.HOTEL].reserve("ghost-000000/hotel", "ghost-000000", "valid-hotel-id")
+
+
+def cancelled_still_holds_its_car(b: Booked) -> None:
+    sql(
+        b.stores[Leg.CAR],
+        "UPDATE reservations SET status = 'held' WHERE booking_id = ?",
+        b.cancelled,
+    )
+
+
+def booking_holds_two_seats(b: Booked) -> None:
+    sql(
+        b.stores[Leg.FLIGHT],
+        "INSERT INTO reservations (key, booking_id, item_id, status) VALUES (?, ?, 'x', 'held')",
+        f"{b.confirmed}/flight-again",
+        b.confirmed,
+    )
+
+
+TAMPERING = [
+    pytest.param(confirmed_loses_its_car, "confirmed but holds no car", id="lost_reservation"),
+    pytest.param(unknown_booking_holds_a_room, "Temporal has no such booking", id="orphan"),
+    pytest.param(cancelled_still_holds_its_car, "cancelled but still holds a car", id="leak"),
+    pytest.param(booking_holds_two_seats, "holds 2 flight reservations", id="double_booking"),
+]
+
+
+@pytest.mark.parametrize(("tamper", "violation"), TAMPERING)
+async def test_audit_reports_each_broken_promise(
+    client: Client, booked: Booked, tamper: Callable[[Booked], None], violation: str
+) -> None:
+    tamper(booked)
+
+    report = await run_audit(client, booked.stores, booked.task_queue)
+
+    assert not report.clean
+    assert any(violation in found for found in report.violations), report.violations
+
+
+async def test_audit_reports_a_booking_running_too_long(client: Client, tmp_path: Path) -> None:
+    nobody_polls = f"nobody-{uuid.uuid4()}"
+    booking = trip()
+    handle = await client.start_workflow(
+        BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=nobody_polls
+    )
+    stores = ProviderStore.open_all(tmp_path)
+    try:
+        fresh = await run_audit(client, stores, nobody_polls, stuck_after=timedelta(minutes=1))
+        stuck = await run_audit(client, stores, nobody_polls, stuck_after=timedelta(0))
+    finally:
+        await handle.terminate("test over")
+
+    assert fresh.clean
+    assert fresh.outcomes == {"running": 1}
+    assert [v for v in stuck.violations if "stuck" in v] != []
+
+
+def audit_command(address: str, booked: Booked) -> subprocess.CompletedProcess[str]:
+    directory = str(booked.stores[Leg.CAR].path.parent)
+    command = [sys.executable, "audit.py", "--task-queue", booked.task_queue]
+    return subprocess.run(
+        [*command, "--providers-dir", directory],
+        cwd=ROOT,
+        env={**os.environ, "TEMPORAL_ADDRESS": address},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+async def test_audit_command_prints_the_summary_and_exits_1_on_a_violation(
+    address: str, booked: Booked
+) -> None:
+    clean = await asyncio.to_thread(audit_command, address, booked)
+    confirmed_loses_its_car(booked)
+    broken = await asyncio.to_thread(audit_command, address, booked)
+
+    assert (clean.returncode, broken.returncode) == (0, 1)
+    assert clean.stdout.splitlines() == [
+        "bookings: 2 (cancelled 1, confirmed 1)",
+        "reservations held: car 1, hotel 1, flight 1",
+        "needs attention: 0",
+        "violations: 0",
+        "audit clean",
+    ]
+    assert f"  {booked.confirmed}: confirmed but holds no car" in broken.stdout.splitlines()
+    assert broken.stdout.splitlines()[-1] == "AUDIT FAILED"
