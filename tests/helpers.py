@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from temporalio import activity
 from temporalio.api.enums.v1 import RetryState
 from temporalio.client import Client, WorkflowHandle
 
@@ -15,7 +16,7 @@ from activities import BookingActivities
 from config import Simulation
 from providers import ProviderStore
 from run_worker import build_worker
-from shared import TASK_QUEUE_NAME, BookingState, BookVacationInput
+from shared import TASK_QUEUE_NAME, BookingState, BookVacationInput, Reservation
 from workflows import BookingWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,32 @@ def trip(
         undo_attempts=undo_attempts,
         parallel_undo=parallel_undo,
     )
+
+
+class Gate:
+    """Holds a provider's answer until the test opens it."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.opened = asyncio.Event()
+
+    async def hold(self) -> None:
+        """Say the call has arrived, then wait for the test to let it answer."""
+        self.reached.set()
+        await self.opened.wait()
+
+
+class GatedFlight(BookingActivities):
+    """The airline answers only when the test opens its gate."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.gate = Gate()
+
+    @activity.defn(name="book_flight")
+    async def book_flight(self, book_input: BookVacationInput) -> Reservation:
+        await self.gate.hold()
+        return await super().book_flight(book_input)
 
 
 A = TypeVar("A", bound=BookingActivities)
@@ -75,6 +102,19 @@ async def run_booking(
             BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
         )
         return handle, await handle.result()
+
+
+@asynccontextmanager
+async def held_at_gate(
+    client: Client, activities: BookingActivities, gate: Gate, booking: BookVacationInput
+) -> AsyncIterator[WorkflowHandle[BookingWorkflow, BookingState]]:
+    """Start `booking` on a fresh worker; yield its handle once the call reaches `gate`."""
+    async with running_worker(client, activities) as task_queue:
+        handle = await client.start_workflow(
+            BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
+        )
+        await asyncio.wait_for(gate.reached.wait(), 30)
+        yield handle
 
 
 @contextmanager

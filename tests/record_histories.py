@@ -10,9 +10,8 @@ import tempfile
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
-from test_workflows import GatedFlight
 
-from helpers import cancel_seen, eventually, quick, running_worker, trip
+from helpers import Gate, GatedFlight, cancel_seen, eventually, quick, running_worker, trip
 from run_stack import temporal_binary
 from workflows import BookingWorkflow
 
@@ -34,8 +33,7 @@ async def main() -> None:
                 }
                 handles = {}
                 for name, booking in runs.items():
-                    activities.flight_called.clear()
-                    activities.answer_flight.clear()
+                    activities.gate = Gate()
                     handle = await client.start_workflow(
                         BookingWorkflow.run,
                         booking,
@@ -43,11 +41,11 @@ async def main() -> None:
                         task_queue=task_queue,
                     )
                     if name != "compensated":
-                        await activities.flight_called.wait()
+                        await activities.gate.reached.wait()
                     if name == "cancelled":
                         await handle.cancel()
                         await eventually(lambda: cancel_seen(handle))  # noqa: B023
-                    activities.answer_flight.set()
+                    activities.gate.opened.set()
                     await handle.result()
                     handles[name] = handle
             for name, handle in handles.items():

@@ -1,6 +1,5 @@
 """The saga, against a real Temporal server: what runs, in which order, what is held."""
 
-import asyncio
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,15 @@ from temporalio.worker import Replayer
 from activities import BookingActivities
 from helpers import (
     ActivityRun,
+    Gate,
+    GatedFlight,
     activity_runs,
     cancel_seen,
     eventually,
+    held_at_gate,
     quick,
     quick_activities,
     run_booking,
-    running_worker,
     trip,
     why_not_retried,
 )
@@ -31,7 +32,6 @@ from shared import (
     Leg,
     LegStatus,
     Outcome,
-    Reservation,
     UndoOutcome,
     UndoReport,
 )
@@ -190,32 +190,13 @@ async def test_undo_that_keeps_failing_is_recorded_and_later_undos_still_run(
     assert held == {Leg.CAR: 0, Leg.HOTEL: 1, Leg.FLIGHT: 0}
 
 
-class GatedFlight(BookingActivities):
-    """The airline answers only when the test says so."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.flight_called = asyncio.Event()
-        self.answer_flight = asyncio.Event()
-
-    @activity.defn(name="book_flight")
-    async def book_flight(self, book_input: BookVacationInput) -> Reservation:
-        self.flight_called.set()
-        await self.answer_flight.wait()
-        return await super().book_flight(book_input)
-
-
 async def test_progress_query_shows_each_leg_while_the_saga_runs(
     client: Client, tmp_path: Path
 ) -> None:
     activities = quick(GatedFlight, tmp_path)
-    async with running_worker(client, activities) as task_queue:
-        handle = await client.start_workflow(
-            BookingWorkflow.run, trip(), id=f"wf-{task_queue}", task_queue=task_queue
-        )
-        await asyncio.wait_for(activities.flight_called.wait(), 30)
+    async with held_at_gate(client, activities, activities.gate, trip()) as handle:
         during = await handle.query(BookingWorkflow.progress)
-        activities.answer_flight.set()
+        activities.gate.opened.set()
         done = await handle.result()
 
     assert during.outcome is Outcome.BOOKING
@@ -237,14 +218,10 @@ async def test_cancelling_a_running_booking_undoes_every_leg_attempted_once_it_r
     client: Client, tmp_path: Path
 ) -> None:
     activities = quick(GatedFlight, tmp_path)
-    async with running_worker(client, activities) as task_queue:
-        handle = await client.start_workflow(
-            BookingWorkflow.run, trip(), id=f"wf-{task_queue}", task_queue=task_queue
-        )
-        await asyncio.wait_for(activities.flight_called.wait(), 30)
+    async with held_at_gate(client, activities, activities.gate, trip()) as handle:
         await handle.cancel()
         await eventually(lambda: cancel_seen(handle))  # the airline answers after that
-        activities.answer_flight.set()
+        activities.gate.opened.set()
         state = await handle.result()
 
     assert state.outcome is Outcome.CANCELLED
@@ -259,17 +236,15 @@ async def test_cancelling_a_running_booking_undoes_every_leg_attempted_once_it_r
 
 
 class GatedHotelUndo(BookingActivities):
-    """The hotel's undo answers only when the test says so."""
+    """The hotel's undo answers only when the test opens its gate."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.undo_called = asyncio.Event()
-        self.answer_undo = asyncio.Event()
+        self.gate = Gate()
 
     @activity.defn(name="undo_book_hotel")
     async def undo_book_hotel(self, book_input: BookVacationInput) -> UndoReport:
-        self.undo_called.set()
-        await self.answer_undo.wait()
+        await self.gate.hold()
         return await super().undo_book_hotel(book_input)
 
 
@@ -277,15 +252,11 @@ async def test_cancel_request_while_undoing_still_runs_every_undo(
     client: Client, tmp_path: Path
 ) -> None:
     activities = quick(GatedHotelUndo, tmp_path)
-    async with running_worker(client, activities) as task_queue:
-        booking = trip(flight="invalid-flight-id")
-        handle = await client.start_workflow(
-            BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
-        )
-        await asyncio.wait_for(activities.undo_called.wait(), 30)
+    booking = trip(flight="invalid-flight-id")
+    async with held_at_gate(client, activities, activities.gate, booking) as handle:
         await handle.cancel()
         await eventually(lambda: cancel_seen(handle))
-        activities.answer_undo.set()
+        activities.gate.opened.set()
         state = await handle.result()
 
     assert state.outcome is Outcome.CANCELLED
