@@ -43,10 +43,14 @@ class ApiSettings:
     task_queue: str = TASK_QUEUE_NAME
     book_wait_seconds: float = 30.0
     """How long `POST /book` waits for the saga's end before answering 202."""
+    processes: int = 1
+    """gunicorn worker processes, each with its own Temporal client."""
+    threads: int = 16
+    """Request threads per process."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "ApiSettings":
-        """Read HOST, PORT, TEMPORAL_TASK_QUEUE and BOOK_WAIT_SECONDS."""
+        """Read HOST, PORT, TEMPORAL_TASK_QUEUE, BOOK_WAIT_SECONDS, WEB_CONCURRENCY, API_THREADS."""
         return cls(
             host=env.get("HOST", cls.host),
             port=port_from_env(env, "PORT", cls.port),
@@ -54,6 +58,8 @@ class ApiSettings:
             book_wait_seconds=_number(
                 env, "BOOK_WAIT_SECONDS", float, cls.book_wait_seconds, low=0.1, high=3600
             ),
+            processes=_number(env, "WEB_CONCURRENCY", int, cls.processes, low=1, high=64),
+            threads=_number(env, "API_THREADS", int, cls.threads, low=1, high=256),
         )
 
 

@@ -1,32 +1,63 @@
-"""The HTTP API: `POST /book` runs a booking saga and answers with its outcome.
+"""The HTTP API: book trips as sagas, follow them, cancel them.
 
-Views are synchronous; they reach Temporal through the process's one
-`TemporalGateway` (one client on one event loop, see `temporal_gateway.py`).
+`POST /book` is the tutorial's call: it waits for the saga's outcome (up to
+`BOOK_WAIT_SECONDS`). `POST /bookings` answers at once with where to follow
+the booking; `GET /bookings/<id>` shows it; `POST /bookings/<id>/cancel`
+cancels it. Views are synchronous and reach Temporal through the process's
+one `TemporalGateway`. Served by gunicorn (threads), the gateway being made
+in each worker process after the fork.
 """
 
 import asyncio
+import hashlib
+import json
 import logging
 import secrets
 import signal
 import sys
-import threading
-from datetime import timedelta
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, cast
 
-from flask import Flask, Response, jsonify, request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import PydanticCustomError
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from flask import Flask, Response, jsonify, request, url_for
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from pydantic import BaseModel, ValidationError
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
-from werkzeug.exceptions import HTTPException, UnsupportedMediaType
-from werkzeug.serving import ThreadedWSGIServer
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound, UnsupportedMediaType
 
 from config import ApiSettings, ConfigError, temporal_connect_config
-from shared import BookingState, BookVacationInput, Leg
+from contract import (
+    PROBLEM,
+    BookingAccepted,
+    BookingRequest,
+    BookingStatus,
+    Health,
+    LegView,
+    Problem,
+    TripBooked,
+    TripCancelled,
+    TripResult,
+    UndoDone,
+    openapi_document,
+)
+from shared import BookingState, Leg
 from temporal_gateway import TemporalGateway, TemporalUnavailable
 from workflows import BookingWorkflow
+
+if TYPE_CHECKING:
+    from gunicorn._types import _WSGIAppType
 
 log = logging.getLogger("starter")
 
@@ -36,161 +67,17 @@ MAX_BODY_BYTES = 16 * 1024
 START_RPC_TIMEOUT = timedelta(seconds=5)
 """How long to wait for Temporal to accept a booking before answering 503."""
 
+QUERY_TIMEOUT = timedelta(seconds=5)
+"""How long a worker may take to answer the progress query."""
+
 ID_TRIES = 5
 """New suffixes to try when a user_id is already taken (a 1 in 10^6 clash)."""
 
+POLLER_FRESHNESS = timedelta(minutes=2)
+"""A worker seen polling this recently counts as ready (its polls last up to a minute)."""
 
-def _printable(value: str) -> str:
-    # Names and ids end up in workflow ids, logs and the Web UI: no control or
-    # format characters (a zero-width space, a right-to-left override).
-    if not value.strip() or not value.isprintable():
-        raise PydanticCustomError("printable", "must be printable text, not blank")
-    return value
-
-
-Text = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
-
-
-FIELD_MESSAGES = {"extra_forbidden": "is not a field of a booking"}
-"""Clearer words than pydantic's where its own say too little."""
-
-
-class BookingRequest(BaseModel):
-    """The body of `POST /book`, as the tutorial sends it."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    name: Text
-    attempts: Annotated[int, Field(ge=1, le=10)]
-    car: Text
-    hotel: Text
-    flight: Text
-
-    def to_input(self, user_id: str) -> BookVacationInput:
-        """Return the workflow input for this request."""
-        return BookVacationInput(
-            attempts=self.attempts,
-            book_user_id=user_id,
-            book_car_id=self.car,
-            book_hotel_id=self.hotel,
-            book_flight_id=self.flight,
-        )
-
-
-class BadRequestBody(Exception):
-    """The body is not a JSON object, so no field can be read from it."""
-
-
-def generate_unique_username(name: str) -> str:
-    """Return the booking id: `John Doe` becomes `john-doe-` and six digits."""
-    return f"{'-'.join(name.lower().split())}-{secrets.randbelow(10**6):06d}"
-
-
-async def book_trip(
-    client: Client, booking: BookingRequest, task_queue: str, wait: timedelta
-) -> tuple[str, BookingState | None]:
-    """Start the saga under a fresh user_id; return it with the result, if ready in time.
-
-    Once the booking has started, no failure may reach the client as "try
-    again": a retry would book a second trip. A result that is late, or that
-    Temporal cannot deliver just now, comes back as None with the user_id.
-    """
-    handle = await start_booking(client, booking, task_queue)
-    try:
-        return handle.id, await asyncio.wait_for(handle.result(), wait.total_seconds())
-    except (TimeoutError, RPCError) as err:
-        log.info("Booking %s still running or unreachable (%r): answering 202", handle.id, err)
-        return handle.id, None
-
-
-async def start_booking(
-    client: Client, booking: BookingRequest, task_queue: str
-) -> WorkflowHandle[BookingWorkflow, BookingState]:
-    """Start the saga under a user_id no other booking has had."""
-    for _ in range(ID_TRIES):
-        user_id = generate_unique_username(booking.name)
-        try:
-            return await client.start_workflow(
-                BookingWorkflow.run,
-                booking.to_input(user_id),
-                id=user_id,
-                task_queue=task_queue,
-                # A user_id names one booking for as long as Temporal keeps it.
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                rpc_timeout=START_RPC_TIMEOUT,
-            )
-        except WorkflowAlreadyStartedError:
-            continue
-    raise RuntimeError(f"no free user_id for {booking.name!r} after {ID_TRIES} tries")
-
-
-def booking_response(state: BookingState) -> dict[str, object]:
-    """Return the tutorial's JSON for a finished booking, plus the details."""
-    if state.cancelled:
-        return {
-            "user_id": state.user_id,
-            "cancelled": True,
-            "result": "Voyage cancelled",
-            "reason": state.reason,
-            "failed_step": state.failed_leg,
-            "compensations": [
-                {"step": c.leg, "outcome": c.outcome} | ({"error": c.error} if c.error else {})
-                for c in state.compensations
-            ],
-        }
-    items = {leg: state.leg(leg).item_id for leg in Leg}
-    return {
-        "user_id": state.user_id,
-        "cancelled": False,
-        **{leg.value: f"{leg.capitalize()}: {item}" for leg, item in items.items()},
-        "result": " ".join(f"Booked {leg}: {item}" for leg, item in items.items()),
-    }
-
-
-def still_running(user_id: str) -> dict[str, object]:
-    """Return the answer for a booking that has started but not yet ended."""
-    return {
-        "user_id": user_id,
-        "status": "in progress",
-        "detail": "the booking has started and is still running; "
-        "find it in the Temporal Web UI under its user_id",
-    }
-
-
-def read_booking() -> BookingRequest:
-    """Parse and validate the request body."""
-    if not request.is_json:
-        raise UnsupportedMediaType("send the booking as Content-Type: application/json")
-    body = request.get_json()  # malformed JSON: a 400 from Flask, through http_error
-    if not isinstance(body, dict):
-        raise BadRequestBody("the body must be a JSON object")
-    return BookingRequest.model_validate(body)
-
-
-def create_app(temporal: TemporalGateway, settings: ApiSettings | None = None) -> Flask:
-    """Build the API around a process-wide Temporal gateway."""
-    settings = settings or ApiSettings()
-    wait = timedelta(seconds=settings.book_wait_seconds)
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    register_error_handlers(app)
-
-    @app.post("/book")
-    def book_vacation() -> Response | tuple[Response, int]:
-        """Book a trip and answer with what was booked or why it was cancelled."""
-        booking = read_booking()
-        user_id, state = temporal.call(
-            lambda client: book_trip(client, booking, settings.task_queue, wait)
-        )
-        if state is None:
-            return jsonify(still_running(user_id)), 202
-        return jsonify(booking_response(state))
-
-    return app
-
-
-UNREACHABLE = "Temporal is unreachable; try again shortly"
 RETRY_AFTER = {"Retry-After": "5"}
+
 TRANSIENT = {
     RPCStatusCode.UNAVAILABLE,
     RPCStatusCode.DEADLINE_EXCEEDED,
@@ -199,84 +86,449 @@ TRANSIENT = {
 """RPC failures that say "not now" rather than "no": worth a retry later."""
 
 
-def register_error_handlers(app: Flask) -> None:
-    """Map every failure to a JSON answer; no traceback reaches a client."""
+class ApiProblem(Exception):
+    """An answer other than success, as RFC 9457 problem details."""
 
-    def error(
-        status: int, message: str, headers: dict[str, str] | None = None, **extra: object
-    ) -> tuple[Response, int]:
-        response = jsonify({"error": message, **extra})
-        response.headers.update(headers or {})
-        return response, status
+    def __init__(
+        self, status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+# --- Temporal operations, run on the gateway's loop --------------------------------
+
+
+def generate_unique_username(name: str) -> str:
+    """Return the booking id: `John Doe` becomes `john-doe-` and six digits."""
+    return f"{'-'.join(name.lower().split())}-{secrets.randbelow(10**6):06d}"
+
+
+def keyed_booking_id(key: str) -> str:
+    """Return the booking id an Idempotency-Key names.
+
+    Made from the key alone, so a repeat finds its booking whatever body it sends.
+    """
+    return f"trip-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def fingerprint(booking: BookingRequest) -> str:
+    """Return a digest of the request, to tell a repeat from a different request."""
+    canonical = json.dumps(booking.model_dump(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def start_booking(
+    client: Client, booking: BookingRequest, task_queue: str, key: str | None
+) -> WorkflowHandle[BookingWorkflow, BookingState]:
+    """Start the saga, or with a known Idempotency-Key, find the one it started."""
+    if key is not None:
+        return await start_keyed(client, booking, task_queue, key)
+    for _ in range(ID_TRIES):
+        try:
+            return await _start(client, booking, task_queue, generate_unique_username(booking.name))
+        except WorkflowAlreadyStartedError:
+            continue
+    raise RuntimeError(f"no free user_id for {booking.name!r} after {ID_TRIES} tries")
+
+
+async def start_keyed(
+    client: Client, booking: BookingRequest, task_queue: str, key: str
+) -> WorkflowHandle[BookingWorkflow, BookingState]:
+    """Start the booking the key names; a repeat (even a concurrent one) gets the same."""
+    user_id = keyed_booking_id(key)
+    try:
+        return await _start(client, booking, task_queue, user_id, fingerprint(booking))
+    except WorkflowAlreadyStartedError:
+        pass
+    handle = client.get_workflow_handle_for(BookingWorkflow.run, user_id)
+    memo = await (await handle.describe()).memo()
+    if memo.get("request") != fingerprint(booking):
+        raise ApiProblem(
+            422, "this Idempotency-Key was used with a different request", user_id=user_id
+        )
+    return handle
+
+
+async def _start(
+    client: Client,
+    booking: BookingRequest,
+    task_queue: str,
+    user_id: str,
+    request_digest: str | None = None,
+) -> WorkflowHandle[BookingWorkflow, BookingState]:
+    return await client.start_workflow(
+        BookingWorkflow.run,
+        booking.to_input(user_id),
+        id=user_id,
+        task_queue=task_queue,
+        # A user_id names one booking for as long as Temporal keeps it.
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        memo={"request": request_digest} if request_digest else None,
+        rpc_timeout=START_RPC_TIMEOUT,
+    )
+
+
+async def book_and_wait(
+    client: Client, booking: BookingRequest, task_queue: str, key: str | None, wait: timedelta
+) -> tuple[str, BookingState | None]:
+    """Start the saga; return its id with the result, if ready in time.
+
+    Once the booking has started, no failure may reach the client as "try
+    again": a retry would book a second trip. A result that is late, or that
+    Temporal cannot deliver just now, comes back as None with the user_id.
+    """
+    handle = await start_booking(client, booking, task_queue, key)
+    try:
+        return handle.id, await asyncio.wait_for(handle.result(), wait.total_seconds())
+    except (TimeoutError, RPCError) as err:
+        log.info("Booking %s still running or unreachable (%r): answering 202", handle.id, err)
+        return handle.id, None
+
+
+async def find_booking(
+    client: Client, user_id: str
+) -> tuple[WorkflowHandle[BookingWorkflow, BookingState], WorkflowExecutionStatus | None]:
+    """Return a booking's handle and status; 404 if there is no such booking."""
+    if not user_id.isprintable() or len(user_id) > 255:
+        raise ApiProblem(404, f"no booking {user_id!r}")
+    handle = client.get_workflow_handle_for(BookingWorkflow.run, user_id)
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+            raise ApiProblem(404, f"no booking {user_id!r}") from None
+        raise
+    if description.workflow_type != "BookingWorkflow":
+        raise ApiProblem(404, f"no booking {user_id!r}")
+    return handle, description.status
+
+
+async def booking_status(client: Client, user_id: str) -> BookingStatus:
+    """Return a booking's legs while it runs, and its result once done."""
+    handle, status = await find_booking(client, user_id)
+    if status == WorkflowExecutionStatus.COMPLETED:
+        return status_view(await handle.result(), done=True)
+    if status == WorkflowExecutionStatus.RUNNING:
+        try:
+            state = await handle.query(BookingWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as err:
+            raise ApiProblem(503, "no worker answered; try again shortly", RETRY_AFTER) from err
+        return status_view(state, done=False)
+    name = status.name.lower().replace("_", " ") if status else "failed"
+    return BookingStatus.model_validate({"user_id": user_id, "status": name})
+
+
+async def cancel_booking(client: Client, user_id: str) -> str:
+    """Ask a running booking to cancel; 409 if it has already ended."""
+    handle, status = await find_booking(client, user_id)
+    if status != WorkflowExecutionStatus.RUNNING:
+        ended = status.name.lower() if status else "ended"
+        raise ApiProblem(409, f"booking {user_id} has already ended ({ended})", user_id=user_id)
+    await handle.cancel()
+    return handle.id
+
+
+async def readiness(client: Client, task_queue: str) -> int:
+    """Return how many workers poll `task_queue` now; 503 if none (or no Temporal)."""
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    now = datetime.now(UTC)
+    fresh = [
+        poller
+        for poller in response.pollers
+        if now - poller.last_access_time.ToDatetime(UTC) < POLLER_FRESHNESS
+    ]
+    if not fresh:
+        raise ApiProblem(503, f"no worker polls task queue {task_queue!r}", RETRY_AFTER)
+    return len(fresh)
+
+
+# --- JSON shapes --------------------------------------------------------------------
+
+
+def trip_result(state: BookingState) -> TripResult:
+    """Return the tutorial's JSON for a finished booking, plus the details."""
+    if state.cancelled:
+        return TripCancelled(
+            user_id=state.user_id,
+            cancelled=True,
+            result="Voyage cancelled",
+            reason=state.reason,
+            failed_step=state.failed_leg,
+            compensations=[
+                UndoDone(step=c.leg, outcome=c.outcome, error=c.error) for c in state.compensations
+            ],
+        )
+    items = {leg: state.leg(leg).item_id for leg in Leg}
+    return TripBooked(
+        user_id=state.user_id,
+        cancelled=False,
+        car=f"Car: {items[Leg.CAR]}",
+        hotel=f"Hotel: {items[Leg.HOTEL]}",
+        flight=f"Flight: {items[Leg.FLIGHT]}",
+        result=" ".join(f"Booked {leg}: {item}" for leg, item in items.items()),
+    )
+
+
+def status_view(state: BookingState, *, done: bool) -> BookingStatus:
+    """Return a booking's state as `GET /bookings/<id>` shows it."""
+    undone = {c.leg: c for c in state.compensations}
+    legs = {}
+    for leg in state.legs:
+        undo = undone.get(leg.leg)
+        legs[leg.leg] = LegView(
+            item=leg.item_id,
+            state=undo.outcome.value if undo else leg.status.value,
+            reservation_id=leg.reservation_id,
+            error=undo.error if undo else leg.error,
+        )
+    return BookingStatus(
+        user_id=state.user_id,
+        status=state.outcome.value,
+        legs=legs,
+        result=trip_result(state) if done else None,
+    )
+
+
+def accepted(user_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Return a 202 pointing at the booking's status."""
+    status_url = url_for("get_booking", user_id=user_id)
+    body = BookingAccepted(user_id=user_id, status="in progress", status_url=status_url)
+    return send(body), 202, {"Location": status_url}
+
+
+def send(model: BaseModel) -> Response:
+    """Return a model as JSON, leaving out fields it does not have."""
+    return jsonify(model.model_dump(mode="json", exclude_none=True))
+
+
+# --- Request reading ----------------------------------------------------------------
+
+
+def read_booking() -> BookingRequest:
+    """Parse and validate the request body."""
+    if not request.is_json:
+        raise UnsupportedMediaType("send the booking as Content-Type: application/json")
+    body = request.get_json()  # malformed JSON: a 400 from Flask, through http_error
+    if not isinstance(body, dict):
+        raise ApiProblem(400, "the body must be a JSON object")
+    return BookingRequest.model_validate(body)
+
+
+def idempotency_key() -> str | None:
+    """Return the request's Idempotency-Key, if any (a quoted sf-string is unquoted)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not 1 <= len(key) <= 255 or not all("!" <= c <= "~" for c in key):
+        raise ApiProblem(400, "Idempotency-Key must be 1 to 255 visible ASCII characters")
+    return key
+
+
+# --- The app ------------------------------------------------------------------------
+
+
+def create_app(temporal: TemporalGateway, settings: ApiSettings | None = None) -> Flask:
+    """Build the API around a process-wide Temporal gateway."""
+    settings = settings or ApiSettings()
+    wait = timedelta(seconds=settings.book_wait_seconds)
+    queue = settings.task_queue
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = True  # type: ignore[attr-defined]
+    app.extensions["temporal_gateway"] = temporal
+    register_error_handlers(app)
+    document = openapi_document()
+
+    @app.post("/book")
+    def book_vacation() -> Response | tuple[Response, int, dict[str, str]]:
+        """Book a trip and answer with what was booked or why it was cancelled."""
+        booking, key = read_booking(), idempotency_key()
+        user_id, state = temporal.call(lambda c: book_and_wait(c, booking, queue, key, wait))
+        return send(trip_result(state)) if state else accepted(user_id)
+
+    @app.post("/bookings")
+    def start_booking_view() -> tuple[Response, int, dict[str, str]]:
+        """Start a booking; answer at once with where to follow it."""
+        booking, key = read_booking(), idempotency_key()
+        handle = temporal.call(lambda c: start_booking(c, booking, queue, key))
+        return accepted(handle.id)
+
+    @app.get("/bookings/<user_id>")
+    def get_booking(user_id: str) -> Response:
+        """Show a booking's legs, and its result once done."""
+        return send(temporal.call(lambda c: booking_status(c, user_id)))
+
+    @app.post("/bookings/<user_id>/cancel")
+    def cancel(user_id: str) -> tuple[Response, int, dict[str, str]]:
+        """Cancel a running booking: its registered undos run."""
+        return accepted(temporal.call(lambda c: cancel_booking(c, user_id)))
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        """Answer while the process is alive."""
+        return send(Health(status="ok"))
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        """Answer 200 when Temporal is reachable and a worker polls the task queue."""
+        return send(Health(status="ready", workers=temporal.call(lambda c: readiness(c, queue))))
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        """Serve the OpenAPI document."""
+        return jsonify(document)
+
+    return app
+
+
+def problem(
+    status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    """Return an RFC 9457 problem details answer: the one shape of every error."""
+    body = Problem(
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.path,
+        **extra,
+    )
+    response = send(body)
+    response.status_code = status
+    response.mimetype = PROBLEM
+    response.headers.update(headers or {})
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map every failure to a problem+json answer; no traceback reaches a client."""
+
+    @app.errorhandler(ApiProblem)
+    def api_problem(err: ApiProblem) -> Response:
+        return problem(err.status, err.detail, err.headers, **err.extra)
 
     @app.errorhandler(ValidationError)
-    def invalid_field(err: ValidationError) -> tuple[Response, int]:
+    def invalid_field(err: ValidationError) -> Response:
         fields = {
             ".".join(map(str, e["loc"])) or "body": FIELD_MESSAGES.get(e["type"], e["msg"])
             for e in err.errors()
         }
         first = next(iter(fields))
-        return error(400, f"invalid field '{first}': {fields[first]}", fields=fields)
-
-    @app.errorhandler(BadRequestBody)
-    def bad_body(err: BadRequestBody) -> tuple[Response, int]:
-        return error(400, str(err))
+        return problem(400, f"invalid field '{first}': {fields[first]}", fields=fields)
 
     @app.errorhandler(HTTPException)
-    def http_error(err: HTTPException) -> tuple[Response, int]:
-        extra = dict(err.get_headers()[1:])  # keeps Allow on a 405
-        return error(err.code or 500, err.description or err.name, extra)
+    def http_error(err: HTTPException) -> Response:
+        headers = dict(err.get_headers()[1:])  # keeps Allow on a 405
+        detail = err.description or err.name
+        if isinstance(err, BadRequest) and not isinstance(err, NotFound):
+            detail = "the body is not valid JSON"
+        return problem(err.code or 500, detail, headers)
 
     @app.errorhandler(TemporalUnavailable)
-    def temporal_down(err: TemporalUnavailable) -> tuple[Response, int]:
+    def temporal_down(err: TemporalUnavailable) -> Response:
         log.warning("Cannot connect to Temporal: %s", err)
-        return error(503, UNREACHABLE, RETRY_AFTER)
+        return problem(503, UNREACHABLE, RETRY_AFTER)
 
     @app.errorhandler(RPCError)
-    def temporal_refused(err: RPCError) -> tuple[Response, int]:
+    def temporal_refused(err: RPCError) -> Response:
         log.warning("Temporal call failed: %s (%s)", err.message, err.status.name)
         if err.status in TRANSIENT:
-            return error(503, UNREACHABLE, RETRY_AFTER)
-        return error(502, f"Temporal refused the booking: {err.message}")
+            return problem(503, UNREACHABLE, RETRY_AFTER)
+        return problem(502, f"Temporal refused the call: {err.message}")
 
     @app.errorhandler(WorkflowFailureError)
-    def workflow_failed(err: WorkflowFailureError) -> tuple[Response, int]:
+    def workflow_failed(err: WorkflowFailureError) -> Response:
         log.error("Booking workflow failed: %s", err.cause)
-        return error(502, "the booking workflow failed; see the Temporal Web UI")
+        return problem(502, "the booking workflow failed; see the Temporal Web UI")
 
     @app.errorhandler(Exception)
-    def unexpected(err: Exception) -> tuple[Response, int]:
+    def unexpected(err: Exception) -> Response:
         log.exception("Unhandled error")
-        return error(500, "internal error")
+        return problem(500, "internal error")
 
 
-def serve(app: Flask, settings: ApiSettings) -> None:
-    """Serve until SIGINT or SIGTERM, then finish the requests in flight."""
-    server = ThreadedWSGIServer(settings.host, settings.port, app)
-    server.daemon_threads = False  # so server_close() waits for open requests
+UNREACHABLE = "Temporal is unreachable; try again shortly"
 
-    def stop(signum: int, frame: object) -> None:
-        log.info("Stopping the API")
-        threading.Thread(target=server.shutdown).start()
+FIELD_MESSAGES = {"extra_forbidden": "is not a field of a booking"}
+"""Clearer words than pydantic's where its own say too little."""
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    log.info("API listening on http://%s:%s", settings.host, server.server_port)
-    server.serve_forever()
-    server.server_close()
+
+# --- Serving ------------------------------------------------------------------------
+
+
+class GracefulOnInterrupt(Arbiter):
+    """gunicorn's arbiter, draining on Ctrl-C as on SIGTERM (its own SIGINT is abrupt)."""
+
+    def handle_int(self) -> None:
+        """Stop gracefully: let requests in flight finish."""
+        self.handle_term()
+
+
+class Server(BaseApplication):
+    """gunicorn, configured from ApiSettings, serving one app per worker process."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        """Apply the settings (gunicorn's own GUNICORN_CMD_ARGS still override them)."""
+        s = self.settings
+        self.cfg.set("bind", [f"{s.host}:{s.port}"])
+        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("workers", s.processes)
+        self.cfg.set("threads", s.threads)
+        # A request may wait BOOK_WAIT_SECONDS for a saga; give it room.
+        self.cfg.set("timeout", int(s.book_wait_seconds) + 30)
+        self.cfg.set("graceful_timeout", int(s.book_wait_seconds) + 5)
+        # gunicorn 27's control socket lives in $HOME, shared by every API
+        # process on the machine; nothing here uses it.
+        self.cfg.set("control_socket_disable", True)
+        self.cfg.set("post_fork", _ignore_interrupt)
+        self.cfg.set("worker_exit", _close_gateway)
+
+    def load(self) -> "_WSGIAppType":
+        """Build the app in the worker process, after the fork.
+
+        The SDK's runtime and client do not survive a fork.
+        """
+        config = temporal_connect_config()
+        gateway = TemporalGateway.start(lambda: Client.connect(**config))
+        # Flask types its environ as dict, gunicorn's stubs as MutableMapping.
+        return cast("_WSGIAppType", create_app(gateway, self.settings))
+
+    def run(self) -> None:
+        """Serve until SIGINT or SIGTERM, then drain."""
+        GracefulOnInterrupt(self).run()
+
+
+def _ignore_interrupt(server: Any, worker: Any) -> None:
+    # Ctrl-C reaches every process of the terminal's group; workers leave it
+    # to the arbiter, which then stops them gracefully.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _close_gateway(server: Any, worker: Any) -> None:
+    app = getattr(worker, "wsgi", None)
+    if isinstance(app, Flask) and "temporal_gateway" in app.extensions:
+        app.extensions["temporal_gateway"].close()
 
 
 def main() -> None:
-    """Connect to Temporal and serve the API."""
+    """Serve the API with gunicorn."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = ApiSettings.from_env()
-    config = temporal_connect_config()
-    temporal = TemporalGateway.start(lambda: Client.connect(**config))
-    try:
-        serve(create_app(temporal, settings), settings)
-    finally:
-        temporal.close()
-    log.info("API stopped")
+    Server(ApiSettings.from_env()).run()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,22 @@
 """One real Temporal dev server per test session (or an existing one)."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from flask.testing import FlaskClient
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from helpers import EXTRA_NAMESPACE
+from activities import BookingActivities
+from helpers import (
+    EXTRA_NAMESPACE,
+    CountingGateway,
+    ThreadRecorder,
+    quick_activities,
+    worker_thread,
+)
 from run_stack import SERVER_TUNING, free_port, temporal_binary
+from starter import create_app
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,3 +53,32 @@ def client(env: WorkflowEnvironment) -> Client:
 @pytest.fixture(scope="session")
 def address(env: WorkflowEnvironment) -> str:
     return env.client.service_client.config.target_host
+
+
+@pytest.fixture(scope="module")
+def activities(
+    address: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BookingActivities]:
+    """The real activities, run by a worker thread on the real task queue."""
+    running = quick_activities(tmp_path_factory.mktemp("providers"))
+    with worker_thread(address, running):
+        yield running
+
+
+@pytest.fixture(scope="module")
+def recorder() -> ThreadRecorder:
+    return ThreadRecorder()
+
+
+@pytest.fixture(scope="module")
+def gateway(address: str, recorder: ThreadRecorder) -> Iterator[CountingGateway]:
+    """The API's gateway to the test server, counting calls and recording threads."""
+    gateway = CountingGateway.start(lambda: Client.connect(address, interceptors=[recorder]))
+    yield gateway
+    gateway.close()
+
+
+@pytest.fixture
+def http(gateway: CountingGateway, activities: BookingActivities) -> FlaskClient:
+    """A test client of the app, with a worker running behind it."""
+    return create_app(gateway).test_client()

@@ -3,20 +3,27 @@
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from temporalio import activity
 from temporalio.api.enums.v1 import RetryState
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowInput,
+    WorkflowHandle,
+)
 
 from activities import BookingActivities
 from config import Simulation
 from providers import ProviderStore
 from run_worker import build_worker
 from shared import TASK_QUEUE_NAME, BookingState, BookVacationInput, Reservation
+from temporal_gateway import TemporalGateway
 from workflows import BookingWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +79,7 @@ class GatedFlight(BookingActivities):
 
 
 A = TypeVar("A", bound=BookingActivities)
+T = TypeVar("T")
 
 
 def quick(kind: type[A], directory: Path, *, hotel_outage: bool = True) -> A:
@@ -118,10 +126,12 @@ async def held_at_gate(
 
 
 @contextmanager
-def worker_thread(address: str, activities: BookingActivities) -> Iterator[None]:
-    """Run the worker on the real task queue in a thread with its own loop.
+def worker_thread(
+    address: str, activities: BookingActivities, task_queue: str = TASK_QUEUE_NAME
+) -> Iterator[asyncio.AbstractEventLoop]:
+    """Run the worker in a thread with its own loop; yield that loop.
 
-    For synchronous tests (the Flask app), which block the test's own loop.
+    For synchronous tests (the Flask app), which would block the test's own loop.
     """
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -129,7 +139,7 @@ def worker_thread(address: str, activities: BookingActivities) -> Iterator[None]
 
     async def run() -> None:
         client = await Client.connect(address)
-        async with build_worker(client, activities, TASK_QUEUE_NAME):
+        async with build_worker(client, activities, task_queue):
             started.set()
             await stop.wait()
 
@@ -137,11 +147,54 @@ def worker_thread(address: str, activities: BookingActivities) -> Iterator[None]
     thread.start()
     assert started.wait(30), "worker did not start"
     try:
-        yield
+        yield loop
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)
         loop.close()
+
+
+class CountingGateway(TemporalGateway):
+    """The real gateway, counting the calls that reach Temporal."""
+
+    calls = 0
+
+    def call(self, fn: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+        self.calls += 1
+        return super().call(fn)
+
+
+class ThreadRecorder(Interceptor):
+    """A client interceptor recording the thread every workflow start runs on."""
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _Recording(next, self.threads)
+
+
+class _Recording(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, threads: set[str]) -> None:
+        super().__init__(next)
+        self.threads = threads
+
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        self.threads.add(threading.current_thread().name)
+        return await super().start_workflow(input)
+
+
+def held(activities: BookingActivities) -> int:
+    """Return how many reservations the activities' providers hold in all."""
+    return sum(len(p.held()) for p in activities.providers.values())
+
+
+def held_by(activities: BookingActivities, user_id: str) -> dict[str, int]:
+    """Return how many reservations one booking holds, by leg."""
+    return {
+        leg: sum(key.startswith(f"{user_id}/") for key in provider.held())
+        for leg, provider in activities.providers.items()
+    }
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:

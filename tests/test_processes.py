@@ -9,21 +9,36 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 
+from audit import AuditReport, run_audit
+from chaos import WorkerProcess
 from helpers import EXTRA_NAMESPACE, ROOT, activity_runs, eventually, trip
-from run_stack import free_port, port_in_use
+from providers import ProviderStore
+from run_stack import free_port, port_in_use, wait_until
 from shared import TASK_QUEUE_NAME
 from workflows import BookingWorkflow
 
 STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+BOOKING = {
+    "name": "John Doe",
+    "attempts": 5,
+    "car": "valid-car-id",
+    "hotel": "valid-hotel-id",
+    "flight": "valid-flight-id",
+}
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class Output:
@@ -184,3 +199,52 @@ def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: P
     shown = {run["execution"]["workflowId"]: run for run in listing["executions"]}  # type: ignore[attr-defined]
     assert set(user_ids) <= set(shown)
     assert {shown[user_id]["type"]["name"] for user_id in user_ids} == {"BookingWorkflow"}
+
+
+@pytest.mark.timeout(240)
+def test_burst_of_300_bookings_to_one_api_process_loses_none(address: str, tmp_path: Path) -> None:
+    task_queue, port = f"burst-{uuid.uuid4()}", free_port()
+    common = {"TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": task_queue}
+    worker = WorkerProcess({**common, "PROVIDERS_DIR": str(tmp_path), "SIM_HOTEL_OUTAGE": "0"})
+    worker.start()
+    api, output = spawn([sys.executable, "starter.py"], {**common, "PORT": str(port)})
+    try:
+        output.wait_for("Booting worker")
+        wait_until(lambda: port_in_use(port), api, "the API")
+
+        def post(n: int) -> tuple[int, dict[str, str], dict[str, Any]]:
+            body = json.dumps({**BOOKING, "name": f"Burst {n}"}).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/bookings", body, JSON_HEADERS, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    return response.status, dict(response.headers), json.load(response)
+            except urllib.error.HTTPError as err:
+                return err.code, dict(err.headers), json.load(err)
+
+        with ThreadPoolExecutor(300) as pool:
+            answers = list(pool.map(post, range(300)))
+        accepted = [body["user_id"] for status, _, body in answers if status == 202]
+        report = asyncio.run(finish_and_audit(address, accepted, tmp_path, task_queue))
+        api.send_signal(signal.SIGTERM)
+        api_status = api.wait(30)
+    finally:
+        api.kill()
+        worker.stop()
+
+    assert {status for status, _, _ in answers} <= {202, 429, 503}
+    assert all("Retry-After" in headers for status, headers, _ in answers if status != 202)
+    assert len(set(accepted)) == len(accepted) > 0
+    assert report.clean, report.summary()
+    assert report.outcomes.total() == len(accepted), "a booking was lost or is unfinished"
+    assert report.outcomes["running"] == 0
+    assert api_status == 0, "".join(output.lines)
+
+
+async def finish_and_audit(
+    address: str, user_ids: list[str], providers: Path, task_queue: str
+) -> AuditReport:
+    client = await Client.connect(address)
+    await asyncio.gather(*(client.get_workflow_handle(uid).result() for uid in user_ids))
+    return await run_audit(client, ProviderStore.open_all(providers), task_queue)

@@ -6,7 +6,6 @@ import subprocess
 import threading
 import urllib.request
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,17 +14,13 @@ import pytest
 from flask.testing import FlaskClient
 from temporalio.client import (
     Client,
-    Interceptor,
-    OutboundInterceptor,
-    StartWorkflowInput,
     WorkflowExecutionStatus,
-    WorkflowHandle,
 )
 from werkzeug.serving import ThreadedWSGIServer
 
 from activities import BookingActivities
 from config import ApiSettings
-from helpers import quick_activities, worker_thread
+from helpers import CountingGateway, ThreadRecorder, held
 from run_stack import StackSettings, free_port, server_serving, wait_until
 from starter import MAX_BODY_BYTES, create_app
 from temporal_gateway import TemporalGateway
@@ -48,64 +43,13 @@ JANE = {
 }
 
 
-class CountingGateway(TemporalGateway):
-    """The real gateway, counting the calls that reach Temporal."""
-
-    calls = 0
-
-    def call(self, fn: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
-        self.calls += 1
-        return super().call(fn)
-
-
-@pytest.fixture(scope="module")
-def activities(
-    address: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BookingActivities]:
-    running = quick_activities(tmp_path_factory.mktemp("providers"))
-    with worker_thread(address, running):
-        yield running
-
-
-class ThreadRecorder(Interceptor):
-    """Records the thread every workflow start runs on."""
-
-    def __init__(self) -> None:
-        self.threads: set[str] = set()
-
-    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
-        return _Recording(next, self.threads)
-
-
-class _Recording(OutboundInterceptor):
-    def __init__(self, next: OutboundInterceptor, threads: set[str]) -> None:
-        super().__init__(next)
-        self.threads = threads
-
-    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
-        self.threads.add(threading.current_thread().name)
-        return await super().start_workflow(input)
-
-
-@pytest.fixture(scope="module")
-def recorder() -> ThreadRecorder:
-    return ThreadRecorder()
-
-
-@pytest.fixture(scope="module")
-def gateway(address: str, recorder: ThreadRecorder) -> Iterator[CountingGateway]:
-    gateway = CountingGateway.start(lambda: Client.connect(address, interceptors=[recorder]))
-    yield gateway
-    gateway.close()
-
-
-@pytest.fixture
-def http(gateway: CountingGateway, activities: BookingActivities) -> FlaskClient:
-    return create_app(gateway).test_client()
-
-
-def held(activities: BookingActivities) -> int:
-    return sum(len(p.held()) for p in activities.providers.values())
+UNREACHABLE = {
+    "type": "about:blank",
+    "title": "Service Unavailable",
+    "status": 503,
+    "detail": "Temporal is unreachable; try again shortly",
+    "instance": "/book",
+}
 
 
 TUTORIAL_REQUESTS = [
@@ -203,7 +147,6 @@ BAD_BODIES = [
     pytest.param({**JOHN, "attempts": "5"}, "attempts", id="attempts_as_string"),
     pytest.param({**JOHN, "attempts": True}, "attempts", id="attempts_as_bool"),
     pytest.param({**JOHN, "attempts": 2.5}, "attempts", id="fractional_attempts"),
-    pytest.param({**JOHN, "attempts": 5.0}, "attempts", id="attempts_as_float"),
     pytest.param({**JOHN, "name": "\u200b"}, "name", id="zero_width_space_name"),
     pytest.param({**JOHN, "hotel": "\u202evalid"}, "hotel", id="right_to_left_override"),
     pytest.param({**JOHN, "attempts": 0}, "attempts", id="zero_attempts"),
@@ -227,9 +170,9 @@ def test_bad_field_is_a_400_naming_it_and_starts_nothing(
     response = http.post("/book", json=body)
 
     assert response.status_code == 400
-    assert response.is_json
+    assert response.mimetype == "application/problem+json"
     assert field in response.get_json()["fields"]
-    assert f"'{field}'" in response.get_json()["error"]
+    assert f"'{field}'" in response.get_json()["detail"]
     assert (gateway.calls, held(activities)) == (calls, reservations)
 
 
@@ -263,8 +206,9 @@ def test_bad_request_is_a_4xx_json_error_and_starts_nothing(
     response = http.open(path, method=method, data=data, content_type=content_type)
 
     assert response.status_code == status
-    assert response.is_json
-    assert isinstance(response.get_json()["error"], str)
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["status"] == status
+    assert isinstance(response.get_json()["detail"], str)
     assert "Traceback" not in response.get_data(as_text=True)
     assert gateway.calls == calls
     if status == 405:
@@ -288,7 +232,7 @@ def test_stopped_temporal_answers_503_json(tmp_path: Path) -> None:
         gateway.close()
 
     assert response.status_code == 503
-    assert response.get_json() == {"error": "Temporal is unreachable; try again shortly"}
+    assert response.get_json() == UNREACHABLE
 
 
 def test_temporal_down_at_start_up_answers_503_json() -> None:
@@ -301,7 +245,7 @@ def test_temporal_down_at_start_up_answers_503_json() -> None:
 
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
-    assert response.get_json() == {"error": "Temporal is unreachable; try again shortly"}
+    assert response.get_json() == UNREACHABLE
 
 
 def test_booking_still_running_after_the_wait_answers_202_with_its_user_id(
@@ -315,6 +259,7 @@ def test_booking_still_running_after_the_wait_answers_202_with_its_user_id(
     body = response.get_json()
     assert re.fullmatch(r"john-doe-\d{6}", body["user_id"])
     assert body["status"] == "in progress"
+    assert response.headers["Location"] == body["status_url"] == f"/bookings/{body['user_id']}"
 
     async def describe_and_terminate(client: Client) -> WorkflowExecutionStatus | None:
         handle = client.get_workflow_handle(body["user_id"])
