@@ -108,13 +108,50 @@ async def test_worker_finishes_the_activity_in_flight_on_sigterm_and_exits_0(
 
 README = (ROOT / "README.md").read_text()
 EXAMPLE = re.compile(r"```bash\n(curl [^`]*?)```\s*\n(?:[^`]*?\n)?```json\n(.*?)```", re.DOTALL)
+BOOKING_ID = re.compile(r"^([a-z-]+-\d{6}|trip-[0-9a-f]{16})$")
 
 
-def readme_examples() -> list[tuple[str, dict[str, object]]]:
-    """Return each curl command of the README with the JSON shown after it."""
-    examples = [(cmd, json.loads(answer)) for cmd, answer in EXAMPLE.findall(README)]
-    assert len(examples) == 2, "the README should show the tutorial's two requests"
+def readme_examples() -> list[tuple[str, str]]:
+    """Return each curl command of the README with the JSON text shown after it."""
+    examples = EXAMPLE.findall(README)
+    assert len(examples) == 4, "the tutorial's two requests, then /bookings and its status"
     return examples
+
+
+def same_shape(documented: Any, answer: Any) -> bool:
+    """Compare JSON; a reservation id only needs the documented shape, as ids grow."""
+    if isinstance(documented, dict) and isinstance(answer, dict):
+        return documented.keys() == answer.keys() and all(
+            re.fullmatch(r"[a-z]+-\d+", str(answer[k])) is not None
+            if k == "reservation_id"
+            else same_shape(documented[k], answer[k])
+            for k in documented
+        )
+    return bool(documented == answer)
+
+
+def run_example(command: str, documented: str, port: int, ids: dict[str, str]) -> None:
+    """Run a README command until it answers the JSON shown (a status may take a moment)."""
+    for shown, actual in ids.items():
+        command = command.replace(shown, actual)
+    command = command.replace("localhost:3000", f"localhost:{port}")
+    deadline = time.monotonic() + 30
+    while True:
+        run = subprocess.run(["bash", "-c", command], capture_output=True, check=True)
+        answer = json.loads(run.stdout)
+        shown_id = json.loads(documented)["user_id"]
+        if shown_id not in ids:
+            assert BOOKING_ID.match(answer["user_id"])
+            prefix = shown_id.rsplit("-", 1)[0]
+            assert answer["user_id"].startswith(prefix)
+            ids[shown_id] = answer["user_id"]
+        expected = documented
+        for shown, actual in ids.items():
+            expected = expected.replace(shown, actual)
+        if same_shape(json.loads(expected), answer):
+            return
+        assert time.monotonic() < deadline, f"{command}\nanswered {answer}"
+        time.sleep(0.2)
 
 
 def descendants(pid: int) -> set[int]:
@@ -179,17 +216,11 @@ def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: P
         "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
         "PROVIDERS_DIR": str(tmp_path / "providers"),
     }
-    user_ids = []
+    ids: dict[str, str] = {}
     with make_run(env):
         for command, documented in readme_examples():
-            local = command.replace("localhost:3000", f"localhost:{api}")
-            answer = json.loads(
-                subprocess.run(["bash", "-c", local], capture_output=True, check=True).stdout
-            )
-            pattern = re.sub(r"\d{6}$", r"\\d{6}", str(documented.pop("user_id")))
-            user_ids.append(answer.pop("user_id"))
-            assert re.fullmatch(pattern, user_ids[-1])
-            assert answer == documented
+            run_example(command, documented, api, ids)
+    user_ids = list(ids.values())
 
     assert not [port for port in (api, grpc, ui) if port_in_use(port)]
 
