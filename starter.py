@@ -52,7 +52,7 @@ from contract import (
     UndoDone,
     openapi_document,
 )
-from shared import BookingState, Leg
+from shared import BookingState, Leg, Outcome
 from temporal_gateway import TemporalGateway, TemporalUnavailable
 from workflows import BookingWorkflow
 
@@ -77,6 +77,8 @@ POLLER_FRESHNESS = timedelta(minutes=2)
 """A worker seen polling this recently counts as ready (its polls last up to a minute)."""
 
 RETRY_AFTER = {"Retry-After": "5"}
+
+FINAL = {Outcome.CONFIRMED, Outcome.CANCELLED}
 
 TRANSIENT = {
     RPCStatusCode.UNAVAILABLE,
@@ -211,13 +213,13 @@ async def booking_status(client: Client, user_id: str) -> BookingStatus:
     """Return a booking's legs while it runs, and its result once done."""
     handle, status = await find_booking(client, user_id)
     if status == WorkflowExecutionStatus.COMPLETED:
-        return status_view(await handle.result(), done=True)
+        return status_view(await handle.result())
     if status == WorkflowExecutionStatus.RUNNING:
         try:
             state = await handle.query(BookingWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as err:
             raise ApiProblem(503, "no worker answered; try again shortly", RETRY_AFTER) from err
-        return status_view(state, done=False)
+        return status_view(state)
     name = status.name.lower().replace("_", " ") if status else "failed"
     return BookingStatus.model_validate({"user_id": user_id, "status": name})
 
@@ -279,8 +281,12 @@ def trip_result(state: BookingState) -> TripResult:
     )
 
 
-def status_view(state: BookingState, *, done: bool) -> BookingStatus:
-    """Return a booking's state as `GET /bookings/<id>` shows it."""
+def status_view(state: BookingState) -> BookingStatus:
+    """Return a booking's state as `GET /bookings/<id>` shows it.
+
+    The result is shown as soon as the outcome is final, which the progress
+    query can report a moment before the workflow has closed.
+    """
     undone = {c.leg: c for c in state.compensations}
     legs = {}
     for leg in state.legs:
@@ -295,7 +301,7 @@ def status_view(state: BookingState, *, done: bool) -> BookingStatus:
         user_id=state.user_id,
         status=state.outcome.value,
         legs=legs,
-        result=trip_result(state) if done else None,
+        result=trip_result(state) if state.outcome in FINAL else None,
     )
 
 

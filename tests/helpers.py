@@ -32,6 +32,19 @@ EXTRA_NAMESPACE = "process-tests"
 """A namespace of its own for tests that run `run_worker.py` as a process."""
 
 
+JOHN = {
+    "name": "John Doe",
+    "attempts": 5,
+    "car": "valid-car-id",
+    "hotel": "valid-hotel-id",
+    "flight": "valid-flight-id",
+}
+"""The tutorial's first request body: a trip that books."""
+
+JANE = {**JOHN, "name": "Jane Smith", "attempts": 3, "hotel": "invalid-hotel-id"}
+"""The tutorial's second: the hotel is rejected, the car given back."""
+
+
 def trip(
     *,
     car: str = "valid-car-id",

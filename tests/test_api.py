@@ -19,6 +19,8 @@ from temporalio.client import Client
 from activities import BookingActivities
 from config import ApiSettings
 from helpers import (
+    JANE,
+    JOHN,
     CountingGateway,
     GatedFlight,
     cancel_seen,
@@ -28,17 +30,10 @@ from helpers import (
     worker_thread,
 )
 from run_stack import free_port
-from starter import create_app, keyed_booking_id
+from shared import BookingState, Leg, LegState, Outcome
+from starter import create_app, keyed_booking_id, status_view
 from temporal_gateway import TemporalGateway
 
-JOHN = {
-    "name": "John Doe",
-    "attempts": 5,
-    "car": "valid-car-id",
-    "hotel": "valid-hotel-id",
-    "flight": "valid-flight-id",
-}
-JANE = {**JOHN, "name": "Jane Smith", "hotel": "invalid-hotel-id"}
 ONE_EACH = {"car": 1, "hotel": 1, "flight": 1}
 
 
@@ -283,3 +278,14 @@ def test_service_stays_healthy_after_hostile_input(http: FlaskClient) -> None:
         )
     assert http.get("/healthz").status_code == 200
     assert http.post("/book", json=JOHN).status_code == 200
+
+
+@pytest.mark.parametrize("outcome", list(Outcome))
+def test_status_shows_the_result_exactly_when_the_outcome_is_final(outcome: Outcome) -> None:
+    # The progress query may report a final outcome a moment before the workflow closes.
+    state = BookingState("jane-smith-000001", [LegState(leg, f"{leg}-id") for leg in Leg], outcome)
+
+    view = status_view(state)
+
+    assert view.status == outcome.value
+    assert (view.result is not None) == (outcome in (Outcome.CONFIRMED, Outcome.CANCELLED))

@@ -24,20 +24,13 @@ from temporalio.client import Client
 
 from audit import AuditReport, run_audit
 from chaos import WorkerProcess
-from helpers import EXTRA_NAMESPACE, ROOT, activity_runs, eventually, trip
+from helpers import EXTRA_NAMESPACE, JOHN, ROOT, activity_runs, eventually, trip
 from providers import ProviderStore
 from run_stack import free_port, port_in_use, wait_until
 from shared import TASK_QUEUE_NAME
 from workflows import BookingWorkflow
 
 STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-BOOKING = {
-    "name": "John Doe",
-    "attempts": 5,
-    "car": "valid-car-id",
-    "hotel": "valid-hotel-id",
-    "flight": "valid-flight-id",
-}
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -244,7 +237,7 @@ def test_burst_of_300_bookings_to_one_api_process_loses_none(address: str, tmp_p
         wait_until(lambda: port_in_use(port), api, "the API")
 
         def post(n: int) -> tuple[int, dict[str, str], dict[str, Any]]:
-            body = json.dumps({**BOOKING, "name": f"Burst {n}"}).encode()
+            body = json.dumps({**JOHN, "name": f"Burst {n}"}).encode()
             request = urllib.request.Request(
                 f"http://127.0.0.1:{port}/bookings", body, JSON_HEADERS, method="POST"
             )

@@ -20,27 +20,12 @@ from werkzeug.serving import ThreadedWSGIServer
 
 from activities import BookingActivities
 from config import ApiSettings
-from helpers import CountingGateway, ThreadRecorder, held
+from helpers import JANE, JOHN, CountingGateway, ThreadRecorder, held
 from run_stack import StackSettings, free_port, server_serving, wait_until
 from starter import MAX_BODY_BYTES, create_app
 from temporal_gateway import TemporalGateway
 
 T = TypeVar("T")
-
-JOHN = {
-    "name": "John Doe",
-    "attempts": 5,
-    "car": "valid-car-id",
-    "hotel": "valid-hotel-id",
-    "flight": "valid-flight-id",
-}
-JANE = {
-    "name": "Jane Smith",
-    "attempts": 3,
-    "car": "valid-car-id",
-    "hotel": "invalid-hotel-id",
-    "flight": "valid-flight-id",
-}
 
 
 UNREACHABLE = {
