@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 # readable; tests and benchmarks run with 0. Override: make run SIM_LATENCY_SECONDS=0
 SIM_LATENCY_SECONDS ?= 0.3
 export SIM_LATENCY_SECONDS
+# Where `make run`'s worker serves its Prometheus metrics (the API's are at /metrics).
+WORKER_METRICS_ADDRESS ?= 127.0.0.1:9464
+export WORKER_METRICS_ADDRESS
 
 .PHONY: run test lint typecheck pytest audit chaos histories clean
 

@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from config import Simulation
 from providers import BookingRejectedError, ProviderStore
-from shared import BookVacationInput, Leg, Reservation, UndoReport
+from shared import BookVacationInput, Leg, Reservation, UndoReport, log_line
 
 REJECTED = "BookingRejected"
 """Error type of a business rejection: retrying cannot change the answer."""
@@ -74,7 +74,7 @@ class BookingActivities:
     async def book_hotel(self, book_input: BookVacationInput) -> Reservation:
         """Reserve the hotel room (the hotel is down on the first attempt)."""
         if self.simulation.hotel_outage and activity.info().attempt == 1:
-            raise _unavailable("Hotel service is down")
+            raise _failed("provider-down", Leg.HOTEL, _unavailable("Hotel service is down"))
         return await self._book(Leg.HOTEL, book_input.book_hotel_id)
 
     @activity.defn
@@ -100,14 +100,15 @@ class BookingActivities:
     async def _book(self, leg: Leg, item_id: str) -> Reservation:
         await self._reach(leg)
         if self._chance(self.simulation.of(leg).reject_rate):
-            raise _rejection(f"the {leg} provider refused {item_id!r} (simulated)")
+            message = f"the {leg} provider refused {item_id!r} (simulated)"
+            raise _failed("rejected", leg, _rejection(message))
         store, key = self.providers[leg], idempotency_key(leg)
         try:
             reservation = await asyncio.to_thread(store.reserve, key, booking_id(), item_id)
         except BookingRejectedError as err:
-            raise _rejection(str(err)) from None
+            raise _failed("rejected", leg, _rejection(str(err))) from None
         await self._answer(leg)
-        activity.logger.info("Booked %s %s as %s", leg, item_id, reservation.reservation_id)
+        _log("booked", leg, reservation=reservation.reservation_id)
         return reservation
 
     async def _undo(self, leg: Leg) -> UndoReport:
@@ -115,13 +116,13 @@ class BookingActivities:
         store, key = self.providers[leg], idempotency_key(leg)
         released = await asyncio.to_thread(store.release, key, booking_id())
         await self._answer(leg)
-        activity.logger.info("Undo %s: %s", leg, "released" if released else "nothing to undo")
+        _log("released" if released else "nothing-to-undo", leg)
         return UndoReport(leg, released)
 
     async def _reach(self, leg: Leg) -> None:
         """Fail as a provider that is down fails: before doing anything."""
         if self._chance(self.simulation.of(leg).outage_rate):
-            raise _unavailable(f"the {leg} provider is down (simulated)")
+            raise _failed("provider-down", leg, _unavailable(f"the {leg} provider is down"))
 
     async def _answer(self, leg: Leg) -> None:
         """Answer as the provider answers: late, and now and then not at all."""
@@ -129,10 +130,25 @@ class BookingActivities:
         if delay:
             await asyncio.sleep(delay)
         if self._chance(self.simulation.of(leg).lost_reply_rate):
-            raise _unavailable(f"the {leg} provider's answer was lost (simulated)")
+            lost = _unavailable(f"the {leg} provider's answer was lost (simulated)")
+            raise _failed("answer-lost", leg, lost)
 
     def _chance(self, rate: float) -> bool:
         return rate > 0 and self._random.random() < rate
+
+
+def _log(event: str, leg: Leg, **fields: object) -> None:
+    info = activity.info()
+    line = log_line(
+        event, booking_id(), leg, step=info.activity_type, attempt=info.attempt, **fields
+    )
+    activity.logger.info(line)
+
+
+def _failed(event: str, leg: Leg, error: ApplicationError) -> ApplicationError:
+    """Log a provider call that failed, and return its error to raise."""
+    _log(event, leg, error=error.message)
+    return error
 
 
 def _unavailable(message: str) -> ApplicationError:

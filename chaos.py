@@ -66,6 +66,7 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         self.process: subprocess.Popen[bytes] | None = None
+        self.lines: list[bytes] = []
 
     def start(self) -> None:
         """Start the worker; return once it polls."""
@@ -84,7 +85,8 @@ class WorkerProcess:
         else:
             raise RuntimeError("the worker exited before polling")
         # Keep reading its output, so a chatty worker never blocks on a full pipe.
-        threading.Thread(target=self.process.stdout.read, daemon=True).start()
+        stdout = self.process.stdout
+        threading.Thread(target=lambda: self.lines.extend(stdout), daemon=True).start()
 
     def kill(self) -> None:
         """SIGKILL the worker: no drain, no goodbye, as a crash would."""

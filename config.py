@@ -139,14 +139,17 @@ class WorkerSettings:
     task_queue: str = TASK_QUEUE_NAME
     providers_dir: Path = PROJECT_DIR / ".providers"
     simulation: Simulation = field(default_factory=Simulation)
+    metrics_address: str = ""
+    """host:port of the Prometheus endpoint; empty: none."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "WorkerSettings":
-        """Read TEMPORAL_TASK_QUEUE, PROVIDERS_DIR and the SIM_* variables."""
+        """Read TEMPORAL_TASK_QUEUE, PROVIDERS_DIR, WORKER_METRICS_ADDRESS and SIM_*."""
         return cls(
             task_queue=env.get("TEMPORAL_TASK_QUEUE", cls.task_queue),
             providers_dir=Path(env.get("PROVIDERS_DIR", cls.providers_dir)),
             simulation=Simulation.from_env(env),
+            metrics_address=env.get("WORKER_METRICS_ADDRESS", cls.metrics_address),
         )
 
 

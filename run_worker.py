@@ -6,7 +6,9 @@ import signal
 import sys
 from datetime import timedelta
 
+from temporalio import activity, workflow
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities import BookingActivities
@@ -41,14 +43,29 @@ def open_activities(settings: WorkerSettings) -> BookingActivities:
     return BookingActivities(simulation, ProviderStore.open_all(settings.providers_dir, stock))
 
 
+def runtime(metrics_address: str) -> Runtime:
+    """Return the SDK runtime: with a Prometheus endpoint if given an address.
+
+    It serves the SDK's own metrics (task latencies, poll counts, slots) and the
+    saga's, recorded through `workflow.metric_meter()`, which skips replays.
+    """
+    if not metrics_address:
+        return Runtime.default()
+    metrics = PrometheusConfig(bind_address=metrics_address)
+    return Runtime(telemetry=TelemetryConfig(metrics=metrics))
+
+
 async def main() -> None:
     """Run the worker until SIGINT or SIGTERM, then drain it."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The saga's own lines carry the booking id; the SDK's dict after each is noise.
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
     settings = WorkerSettings.from_env()
     activities = open_activities(settings)
     config = temporal_connect_config()
     try:
-        client = await Client.connect(**config)
+        client = await Client.connect(**config, runtime=runtime(settings.metrics_address))
     except RuntimeError as err:
         raise SystemExit(f"cannot reach Temporal at {config['target_host']}: {err}") from None
     stop = asyncio.Event()

@@ -4,6 +4,7 @@ Data and constants only: the workflow sandbox imports this module, so it does
 no I/O and reads no environment.
 """
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -117,3 +118,13 @@ class BookingState:
     def leg(self, leg: Leg) -> LegState:
         """Return the state of one leg."""
         return next(state for state in self.legs if state.leg == leg)
+
+
+def log_line(event: str, booking: str, leg: Leg | None = None, **fields: object) -> str:
+    """Return one saga transition as a `key=value` log line (values with spaces quoted)."""
+    pairs = {"event": event, "booking": booking, "leg": leg, **fields}
+    return "saga " + " ".join(
+        f"{key}={json.dumps(str(value)) if ' ' in str(value) else value}"
+        for key, value in pairs.items()
+        if value is not None
+    )

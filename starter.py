@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, cast
 from flask import Flask, Response, jsonify, request, url_for
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
+from prometheus_client import CollectorRegistry
+from prometheus_flask_exporter import PrometheusMetrics
 from pydantic import BaseModel, ValidationError
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -170,6 +172,9 @@ async def _start(
         # A user_id names one booking for as long as Temporal keeps it.
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         memo={"request": request_digest} if request_digest else None,
+        static_summary=f"Trip for {booking.name}",
+        static_details=f"Car {booking.car}, hotel {booking.hotel}, flight {booking.flight}; "
+        f"up to {booking.attempts} attempts a step",
         rpc_timeout=START_RPC_TIMEOUT,
     )
 
@@ -355,6 +360,9 @@ def create_app(temporal: TemporalGateway, settings: ApiSettings | None = None) -
     app.json.sort_keys = True  # type: ignore[attr-defined]
     app.extensions["temporal_gateway"] = temporal
     register_error_handlers(app)
+    # Request counts and latencies at /metrics, labelled by route (never by a
+    # booking id); an app of its own registry, so tests can build many apps.
+    PrometheusMetrics(app, registry=CollectorRegistry(), group_by="url_rule")
     document = openapi_document()
 
     @app.post("/book")

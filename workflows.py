@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         Reservation,
         UndoOutcome,
         UndoReport,
+        log_line,
     )
 
 BOOKING_RETRY = RetryPolicy(
@@ -109,13 +110,14 @@ class BookingWorkflow:
                     raise asyncio.CancelledError
         except (ActivityError, asyncio.CancelledError) as err:
             self._record_failure(registered[-1].leg, err)
+            failed_at = workflow.now()
             await self._compensate_to_the_end(registered[::-1], book_input)
-            self._state.outcome = Outcome.CANCELLED
-            workflow.logger.info("Booking cancelled: %s", self._state.reason)
-            return self._state
-        self._state.outcome = Outcome.CONFIRMED
-        workflow.logger.info("Booking confirmed")
-        return self._state
+            meter = workflow.metric_meter()
+            meter.create_histogram_timedelta(
+                "saga_compensation_duration", "from the first failure to the last undo", "ms"
+            ).record(workflow.now() - failed_at)
+            return self._finish(Outcome.CANCELLED)
+        return self._finish(Outcome.CONFIRMED)
 
     @workflow.query
     def progress(self) -> BookingState:
@@ -123,18 +125,21 @@ class BookingWorkflow:
         return self._state
 
     async def _book(self, step: Step, book_input: BookVacationInput) -> None:
+        leg = self._state.leg(step.leg)
+        self._transition("booking", step.leg)
         reservation = await workflow.execute_activity_method(
             step.book,
             book_input,
+            summary=f"Book {step.leg} {leg.item_id}",
             start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=dataclasses.replace(step.retry, maximum_attempts=book_input.attempts),
             # On cancellation, wait for the provider's answer: undoing while the
             # call is still in flight would find nothing, then the call would book.
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
-        leg = self._state.leg(step.leg)
         leg.status = LegStatus.BOOKED
         leg.reservation_id = reservation.reservation_id
+        self._transition("booked", step.leg, reservation=reservation.reservation_id)
 
     def _record_failure(self, leg: Leg, err: BaseException) -> None:
         self._state.outcome = Outcome.COMPENSATING
@@ -144,7 +149,7 @@ class BookingWorkflow:
         if stopped.status is LegStatus.PENDING:  # a cancelled step may have booked
             stopped.status = LegStatus.FAILED
             stopped.error = self._state.reason
-        workflow.logger.info("Step %s failed, compensating: %s", leg, self._state.reason)
+        self._transition("failed", leg, reason=self._state.reason)
 
     async def _compensate_to_the_end(
         self, steps: list[Step], book_input: BookVacationInput
@@ -167,10 +172,13 @@ class BookingWorkflow:
                 await self._undo(step, book_input)
 
     async def _undo(self, step: Step, book_input: BookVacationInput) -> None:
+        leg = self._state.leg(step.leg)
+        held = leg.reservation_id or "its step did not complete"
         try:
             report = await workflow.execute_activity_method(
                 step.undo,
                 book_input,
+                summary=f"Undo {step.leg} booking ({held})",
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=dataclasses.replace(
                     UNDO_RETRY, maximum_attempts=book_input.undo_attempts
@@ -179,12 +187,43 @@ class BookingWorkflow:
         except ActivityError as err:
             # Keep going: one stuck undo must not leave the others held.
             compensation = Compensation(step.leg, UndoOutcome.NEEDS_ATTENTION, describe(err))
-            workflow.logger.error("Undo %s needs attention: %s", step.leg, compensation.error)
         else:
             outcome = UndoOutcome.RELEASED if report.released else UndoOutcome.NOTHING_TO_UNDO
             compensation = Compensation(step.leg, outcome)
-            workflow.logger.info("Undo %s: %s", step.leg, outcome)
         self._state.compensations.append(compensation)
+        workflow.metric_meter().create_counter(
+            "saga_compensations", "undos run, by leg and outcome"
+        ).add(1, {"leg": step.leg.value, "outcome": compensation.outcome.value})
+        self._transition(f"undo {compensation.outcome}", step.leg, error=compensation.error)
+
+    def _finish(self, outcome: Outcome) -> BookingState:
+        self._state.outcome = outcome
+        workflow.metric_meter().create_counter("saga_bookings", "bookings ended, by outcome").add(
+            1, {"outcome": outcome.value}
+        )
+        self._transition(outcome.value)
+        return self._state
+
+    def _transition(self, event: str, leg: Leg | None = None, **fields: object) -> None:
+        """Log one saga transition, and show the saga's state in the Web UI."""
+        line = log_line(event.replace(" ", "-"), self._state.user_id, leg, **fields)
+        needs_attention = event == f"undo {UndoOutcome.NEEDS_ATTENTION}"
+        (workflow.logger.error if needs_attention else workflow.logger.info)(line)
+        workflow.set_current_details(details(self._state))
+
+
+def details(state: BookingState) -> str:
+    """Return the saga's state as the Web UI shows it (Temporal markdown)."""
+    lines = [f"**{state.outcome.capitalize()}**"]
+    for leg in state.legs:
+        shown = f" ({leg.reservation_id})" if leg.reservation_id else ""
+        lines.append(f"- {leg.leg.capitalize()} {leg.item_id}: {leg.status}{shown}")
+    if state.reason:
+        lines.append(f"\nStopped at the {state.failed_leg}: {state.reason}")
+    if state.compensations:
+        undone = ", ".join(f"{c.leg} ({c.outcome})" for c in state.compensations)
+        lines.append(f"\nUndone: {undone}")
+    return "\n".join(lines)
 
 
 def check_input(book_input: BookVacationInput) -> None:

@@ -208,6 +208,7 @@ def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: P
         "TEMPORAL_UI_PORT": str(ui),
         "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
         "PROVIDERS_DIR": str(tmp_path / "providers"),
+        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
     }
     ids: dict[str, str] = {}
     with make_run(env):
