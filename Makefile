@@ -11,7 +11,7 @@ export SIM_LATENCY_SECONDS
 WORKER_METRICS_ADDRESS ?= 127.0.0.1:9464
 export WORKER_METRICS_ADDRESS
 
-.PHONY: run test lint typecheck pytest audit chaos histories clean
+.PHONY: run test lint typecheck pytest audit chaos histories screenshots clean
 
 run: $(VENV)/.installed
 	$(BIN)/python run_stack.py
@@ -39,6 +39,10 @@ chaos: $(VENV)/.installed
 # Re-records tests/histories after a deliberate change to the workflow's commands.
 histories: $(VENV)/.installed
 	PYTHONPATH=.:tests $(BIN)/python tests/record_histories.py
+
+# Re-takes docs/compensated-booking.png in headless Chromium (apt-get install chromium).
+screenshots: $(VENV)/.installed
+	PYTHONPATH=.:tests $(BIN)/python tests/take_screenshots.py
 
 # Reinstalls whenever a requirements file changes.
 $(VENV)/.installed: requirements.txt requirements-dev.txt

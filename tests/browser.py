@@ -1,0 +1,90 @@
+"""A compensated booking in the Temporal Web UI, seen through headless Chromium.
+
+Shared by `test_web_ui.py` and `take_screenshots.py` (`make screenshots`).
+"""
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+from temporalio.client import Client
+
+from chaos import DevServer
+from helpers import JANE, quick_activities, worker_thread
+from starter import create_app
+from temporal_gateway import TemporalGateway
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    # This machine reaches no network but package registries: no background calls.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium_or_skip() -> str:
+    """Return Debian's Chromium; skip where it is missing, but fail on CI."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no Chromium on CI: .ci/run installs Debian's chromium package")
+        pytest.skip("no Chromium: `apt-get install chromium` to run the Web UI test")
+    return found
+
+
+@contextmanager
+def compensated_booking() -> Iterator[tuple[DevServer, str]]:
+    """Run the tutorial's failing booking through the API on a dev server with a Web UI."""
+    with tempfile.TemporaryDirectory() as scratch:
+        server = DevServer(Path(scratch))
+        server.start()
+        try:
+            activities = quick_activities(Path(scratch) / "providers")
+            # The worker stays up while the page is open: the Web UI asks it (a
+            # query) for the workflow's current details.
+            with worker_thread(server.address, activities):
+                gateway = TemporalGateway.start(lambda: Client.connect(server.address))
+                try:
+                    answer = create_app(gateway).test_client().post("/book", json=JANE)
+                finally:
+                    gateway.close()
+                yield server, answer.get_json()["user_id"]
+        finally:
+            server.stop()
+
+
+@contextmanager
+def run_page(server: DevServer, workflow_id: str, chromium: str) -> Iterator[Page]:
+    """Open a workflow run's page in the Web UI, once its timeline has drawn."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            url = (
+                f"http://127.0.0.1:{server.settings.ui_port}"
+                f"/namespaces/default/workflows/{workflow_id}"
+            )
+            page.goto(url, wait_until="networkidle")
+            page.get_by_text("undo_book_car").first.wait_for(timeout=30_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def user_metadata(page: Page) -> list[str]:
+    """Open the User Metadata tab; return its texts (each drawn in a frame of its own)."""
+    page.get_by_text("User Metadata").first.click()
+    page.wait_for_function("document.querySelectorAll('iframe').length >= 3")
+    texts = []
+    for frame in page.frames[1:]:
+        frame.wait_for_load_state()
+        texts.append(" ".join(frame.inner_text("body").split()))
+    return texts

@@ -1,0 +1,19 @@
+"""Re-take the README's picture of a compensated booking: `make screenshots`."""
+
+from pathlib import Path
+
+from browser import chromium_or_skip, compensated_booking, run_page
+
+PICTURE = Path(__file__).resolve().parent.parent / "docs" / "compensated-booking.png"
+
+
+def main() -> None:
+    """Run the tutorial's failing booking and photograph its page in the Web UI."""
+    chromium = chromium_or_skip()
+    with compensated_booking() as (server, user_id), run_page(server, user_id, chromium) as page:
+        page.screenshot(path=PICTURE, full_page=False)
+    print(f"wrote {PICTURE}")
+
+
+if __name__ == "__main__":
+    main()
