@@ -93,8 +93,8 @@ class TripCancelled(BaseModel):
     user_id: str
     cancelled: Literal[True]
     result: Literal["Voyage cancelled"]
-    reason: str | None
-    failed_step: Leg | None
+    reason: str | None = None
+    failed_step: Leg | None = None
     compensations: list[UndoDone]
 
 
@@ -114,13 +114,16 @@ class LegView(BaseModel):
     error: str | None = None
 
 
+StatusName = Literal[
+    "booking", "compensating", "confirmed", "cancelled", "failed", "terminated", "timed out"
+]
+
+
 class BookingStatus(BaseModel):
     """A booking as `GET /bookings/{user_id}` shows it."""
 
     user_id: str
-    status: Literal[
-        "booking", "compensating", "confirmed", "cancelled", "failed", "terminated", "timed out"
-    ]
+    status: StatusName
     legs: dict[Leg, LegView] | None = None
     result: TripResult | None = None
 
@@ -182,8 +185,19 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _answer(description: str, schema: dict[str, Any], media: str = JSON) -> dict[str, Any]:
-    return {"description": description, "content": {media: {"schema": schema}}}
+def _answer(
+    description: str, schema: dict[str, Any], media: str = JSON, headers: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "content": {media: {"schema": schema}}}
+    if headers:
+        answer["headers"] = {name: HEADERS[name] for name in headers}
+    return answer
+
+
+HEADERS = {
+    "Location": {"description": "the booking's status URL", "schema": {"type": "string"}},
+    "Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}},
+}
 
 
 def _problems(*statuses: int) -> dict[str, Any]:
@@ -194,9 +208,13 @@ def _problems(*statuses: int) -> dict[str, Any]:
         413: "the body is over 16 KiB",
         415: "the body is not sent as application/json",
         422: "the Idempotency-Key was used with another body",
-        503: "Temporal or its workers cannot be reached now; see Retry-After",
+        502: "Temporal refused a call for a reason other than availability",
+        503: "Temporal or its workers cannot be reached now",
     }
-    return {str(s): _answer(reasons[s], _ref(Problem), PROBLEM) for s in statuses}
+    return {
+        str(s): _answer(reasons[s], _ref(Problem), PROBLEM, ("Retry-After",) if s == 503 else ())
+        for s in statuses
+    }
 
 
 def _booking_body() -> dict[str, Any]:
@@ -209,8 +227,10 @@ def openapi_document() -> dict[str, Any]:
         [(model, "validation") for model in MODELS], ref_template="#/components/schemas/{model}"
     )
     trip = {"oneOf": [_ref(TripBooked), _ref(TripCancelled)]}
-    accepted = _answer("the booking has started; see Location", _ref(BookingAccepted))
-    booking_errors = _problems(400, 413, 415, 422, 503)
+    accepted = _answer(
+        "the booking has started; see Location", _ref(BookingAccepted), headers=("Location",)
+    )
+    booking_errors = _problems(400, 413, 415, 422, 502, 503)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -248,7 +268,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [USER_ID],
                     "responses": {
                         "200": _answer("the booking", _ref(BookingStatus)),
-                        **_problems(404, 503),
+                        **_problems(404, 502, 503),
                     },
                 }
             },
@@ -258,8 +278,10 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "cancelBooking",
                     "parameters": [USER_ID],
                     "responses": {
-                        "202": _answer("cancellation requested", _ref(BookingAccepted)),
-                        **_problems(404, 409, 503),
+                        "202": _answer(
+                            "cancellation requested", _ref(BookingAccepted), headers=("Location",)
+                        ),
+                        **_problems(404, 409, 502, 503),
                     },
                 }
             },
@@ -276,7 +298,7 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "ready",
                     "responses": {
                         "200": _answer("ready", _ref(Health)),
-                        **_problems(503),
+                        **_problems(502, 503),
                     },
                 }
             },

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import secrets
 import signal
 import sys
@@ -33,6 +34,8 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -48,6 +51,7 @@ from contract import (
     Health,
     LegView,
     Problem,
+    StatusName,
     TripBooked,
     TripCancelled,
     TripResult,
@@ -70,6 +74,17 @@ START_RPC_TIMEOUT = timedelta(seconds=5)
 """How long to wait for Temporal to accept a booking before answering 503."""
 
 QUERY_TIMEOUT = timedelta(seconds=5)
+
+RPC_TIMEOUT = timedelta(seconds=10)
+"""Any other single call to Temporal."""
+
+ENDED_WITHOUT_RESULT: dict[WorkflowExecutionStatus | None, StatusName] = {
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "timed out",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+}
+"""How a booking that ended without a result shows; anything else is "failed"."""
 """How long a worker may take to answer the progress query."""
 
 ID_TRIES = 5
@@ -107,8 +122,13 @@ class ApiProblem(Exception):
 
 
 def generate_unique_username(name: str) -> str:
-    """Return the booking id: `John Doe` becomes `john-doe-` and six digits."""
-    return f"{'-'.join(name.lower().split())}-{secrets.randbelow(10**6):06d}"
+    """Return the booking id: `John Doe` becomes `john-doe-` and six digits.
+
+    Anything but letters and digits becomes a hyphen, so the id is safe in a
+    URL path (a `/` in a name would otherwise make a status URL that 404s).
+    """
+    slug = re.sub(r"[\W_]+", "-", name.lower()).strip("-") or "trip"
+    return f"{slug}-{secrets.randbelow(10**6):06d}"
 
 
 def keyed_booking_id(key: str) -> str:
@@ -149,7 +169,7 @@ async def start_keyed(
     except WorkflowAlreadyStartedError:
         pass
     handle = client.get_workflow_handle_for(BookingWorkflow.run, user_id)
-    memo = await (await handle.describe()).memo()
+    memo = await (await handle.describe(rpc_timeout=RPC_TIMEOUT)).memo()
     if memo.get("request") != fingerprint(booking):
         raise ApiProblem(
             422, "this Idempotency-Key was used with a different request", user_id=user_id
@@ -163,6 +183,28 @@ async def _start(
     task_queue: str,
     user_id: str,
     request_digest: str | None = None,
+) -> WorkflowHandle[BookingWorkflow, BookingState]:
+    try:
+        return await _start_once(client, booking, task_queue, user_id, request_digest)
+    except RPCError as err:
+        if err.status not in TRANSIENT:
+            raise
+        # The start may have reached Temporal with only its answer lost: the
+        # id, chosen before the call, tells. Not found: safe to retry (503).
+        handle = client.get_workflow_handle_for(BookingWorkflow.run, user_id)
+        try:
+            await handle.describe(rpc_timeout=RPC_TIMEOUT)
+        except RPCError:
+            raise err from None
+        return handle
+
+
+async def _start_once(
+    client: Client,
+    booking: BookingRequest,
+    task_queue: str,
+    user_id: str,
+    request_digest: str | None,
 ) -> WorkflowHandle[BookingWorkflow, BookingState]:
     return await client.start_workflow(
         BookingWorkflow.run,
@@ -204,7 +246,7 @@ async def find_booking(
         raise ApiProblem(404, f"no booking {user_id!r}")
     handle = client.get_workflow_handle_for(BookingWorkflow.run, user_id)
     try:
-        description = await handle.describe()
+        description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
     except RPCError as err:
         if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
             raise ApiProblem(404, f"no booking {user_id!r}") from None
@@ -222,20 +264,25 @@ async def booking_status(client: Client, user_id: str) -> BookingStatus:
     if status == WorkflowExecutionStatus.RUNNING:
         try:
             state = await handle.query(BookingWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
-        except RPCError as err:
+        except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
+            # No worker, or one that cannot answer (say, mid-deploy): not now.
             raise ApiProblem(503, "no worker answered; try again shortly", RETRY_AFTER) from err
         return status_view(state)
-    name = status.name.lower().replace("_", " ") if status else "failed"
-    return BookingStatus.model_validate({"user_id": user_id, "status": name})
+    return BookingStatus(user_id=user_id, status=ENDED_WITHOUT_RESULT.get(status, "failed"))
 
 
 async def cancel_booking(client: Client, user_id: str) -> str:
     """Ask a running booking to cancel; 409 if it has already ended."""
     handle, status = await find_booking(client, user_id)
+    ended = ApiProblem(409, f"booking {user_id} has already ended", user_id=user_id)
     if status != WorkflowExecutionStatus.RUNNING:
-        ended = status.name.lower() if status else "ended"
-        raise ApiProblem(409, f"booking {user_id} has already ended ({ended})", user_id=user_id)
-    await handle.cancel()
+        raise ended
+    try:
+        await handle.cancel(rpc_timeout=RPC_TIMEOUT)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:  # it ended since we looked
+            raise ended from None
+        raise
     return handle.id
 
 
@@ -246,7 +293,8 @@ async def readiness(client: Client, task_queue: str) -> int:
             namespace=client.namespace,
             task_queue=TaskQueue(name=task_queue),
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
+        ),
+        timeout=RPC_TIMEOUT,
     )
     now = datetime.now(UTC)
     fresh = [
@@ -329,10 +377,21 @@ def read_booking() -> BookingRequest:
     """Parse and validate the request body."""
     if not request.is_json:
         raise UnsupportedMediaType("send the booking as Content-Type: application/json")
-    body = request.get_json()  # malformed JSON: a 400 from Flask, through http_error
+    try:
+        body = request.get_json()  # malformed JSON: a 400 from Flask, through http_error
+    except RecursionError:  # json's parser recurses per level of nesting
+        raise ApiProblem(400, "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiProblem(400, "the body must be a JSON object")
-    return BookingRequest.model_validate(body)
+    try:
+        return BookingRequest.model_validate(body)
+    except ValidationError as err:
+        fields = {
+            ".".join(map(str, e["loc"])) or "body": FIELD_MESSAGES.get(e["type"], e["msg"])
+            for e in err.errors()
+        }
+        first = next(iter(fields))
+        raise ApiProblem(400, f"invalid field '{first}': {fields[first]}", fields=fields) from None
 
 
 def idempotency_key() -> str | None:
@@ -369,7 +428,9 @@ def create_app(temporal: TemporalGateway, settings: ApiSettings | None = None) -
     def book_vacation() -> Response | tuple[Response, int, dict[str, str]]:
         """Book a trip and answer with what was booked or why it was cancelled."""
         booking, key = read_booking(), idempotency_key()
-        user_id, state = temporal.call(lambda c: book_and_wait(c, booking, queue, key, wait))
+        user_id, state = temporal.call(
+            lambda c: book_and_wait(c, booking, queue, key, wait), wait.total_seconds() + 30
+        )
         return send(trip_result(state)) if state else accepted(user_id)
 
     @app.post("/bookings")
@@ -432,15 +493,6 @@ def register_error_handlers(app: Flask) -> None:
     def api_problem(err: ApiProblem) -> Response:
         return problem(err.status, err.detail, err.headers, **err.extra)
 
-    @app.errorhandler(ValidationError)
-    def invalid_field(err: ValidationError) -> Response:
-        fields = {
-            ".".join(map(str, e["loc"])) or "body": FIELD_MESSAGES.get(e["type"], e["msg"])
-            for e in err.errors()
-        }
-        first = next(iter(fields))
-        return problem(400, f"invalid field '{first}': {fields[first]}", fields=fields)
-
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:
         headers = dict(err.get_headers()[1:])  # keeps Allow on a 405
@@ -497,7 +549,7 @@ class Server(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
-        """Apply the settings (gunicorn's own GUNICORN_CMD_ARGS still override them)."""
+        """Apply the settings."""
         s = self.settings
         self.cfg.set("bind", [f"{s.host}:{s.port}"])
         self.cfg.set("worker_class", "gthread")
@@ -505,11 +557,13 @@ class Server(BaseApplication):
         self.cfg.set("threads", s.threads)
         # A request may wait BOOK_WAIT_SECONDS for a saga; give it room.
         self.cfg.set("timeout", int(s.book_wait_seconds) + 30)
-        self.cfg.set("graceful_timeout", int(s.book_wait_seconds) + 5)
+        # Room for a request's wait, plus a start that Temporal is slow to take.
+        self.cfg.set("graceful_timeout", int(s.book_wait_seconds) + 20)
         # gunicorn 27's control socket lives in $HOME, shared by every API
         # process on the machine; nothing here uses it.
         self.cfg.set("control_socket_disable", True)
-        self.cfg.set("post_fork", _ignore_interrupt)
+        # After the worker's own signal handlers are in place (post_fork is too early).
+        self.cfg.set("post_worker_init", _ignore_interrupt)
         self.cfg.set("worker_exit", _close_gateway)
 
     def load(self) -> "_WSGIAppType":
@@ -527,7 +581,7 @@ class Server(BaseApplication):
         GracefulOnInterrupt(self).run()
 
 
-def _ignore_interrupt(server: Any, worker: Any) -> None:
+def _ignore_interrupt(worker: Any) -> None:
     # Ctrl-C reaches every process of the terminal's group; workers leave it
     # to the arbiter, which then stops them gracefully.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

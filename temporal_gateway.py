@@ -10,13 +10,18 @@ its Temporal calls to that loop.
 """
 
 import asyncio
+import concurrent.futures
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Self, TypeVar
 
 from temporalio.client import Client
 
 T = TypeVar("T")
+
+RECONNECT_PAUSE = 2.0
+"""Seconds after a failed connect before the next attempt."""
 
 
 class TemporalUnavailable(Exception):
@@ -37,6 +42,7 @@ class TemporalGateway:
         self._thread = thread
         self._client: Client | None = None
         self._connecting = asyncio.Lock()  # bound to the loop on first use
+        self._down_until = 0.0
 
     @classmethod
     def start(cls, connect: Callable[[], Awaitable[Client]]) -> Self:
@@ -50,13 +56,18 @@ class TemporalGateway:
         thread.start()
         return cls(connect, loop, thread)
 
-    def call(self, fn: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
-        """Run `fn(client)` on the client's loop and wait for its result."""
+    def call(self, fn: Callable[[Client], Coroutine[Any, Any, T]], timeout: float = 60) -> T:
+        """Run `fn(client)` on the client's loop; wait for its result up to `timeout` s."""
 
         async def on_loop() -> T:
             return await fn(await self._connected())
 
-        return asyncio.run_coroutine_threadsafe(on_loop(), self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(on_loop(), self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TemporalUnavailable(f"no answer from Temporal within {timeout:.0f} s") from None
 
     def close(self) -> None:
         """Stop the loop thread."""
@@ -66,8 +77,13 @@ class TemporalGateway:
     async def _connected(self) -> Client:
         async with self._connecting:
             if self._client is None:
+                # After a failed connect, requests queued behind it fail at once
+                # for a moment rather than each waiting out a connect of its own.
+                if time.monotonic() < self._down_until:
+                    raise TemporalUnavailable("Temporal was unreachable a moment ago")
                 try:
                     self._client = await self._connect()
                 except RuntimeError as err:  # the SDK's "Failed client connect"
+                    self._down_until = time.monotonic() + RECONNECT_PAUSE
                     raise TemporalUnavailable(str(err)) from err
             return self._client

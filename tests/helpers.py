@@ -172,9 +172,9 @@ class CountingGateway(TemporalGateway):
 
     calls = 0
 
-    def call(self, fn: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+    def call(self, fn: Callable[[Client], Coroutine[Any, Any, T]], timeout: float = 60) -> T:
         self.calls += 1
-        return super().call(fn)
+        return super().call(fn, timeout)
 
 
 class ThreadRecorder(Interceptor):

@@ -2,6 +2,7 @@
 and the published contract, against a real Temporal server and worker.
 """
 
+import re
 import threading
 import time
 import uuid
@@ -289,3 +290,10 @@ def test_status_shows_the_result_exactly_when_the_outcome_is_final(outcome: Outc
 
     assert view.status == outcome.value
     assert (view.result is not None) == (outcome in (Outcome.CONFIRMED, Outcome.CANCELLED))
+
+
+def test_a_name_with_a_slash_still_gets_a_reachable_status_url(http: FlaskClient) -> None:
+    answer = http.post("/bookings", json={**JOHN, "name": "AC/DC Fan Club"})
+
+    assert re.fullmatch(r"/bookings/ac-dc-fan-club-\d{6}", answer.headers["Location"])
+    assert final_status(http, answer.headers["Location"])["status"] == "confirmed"

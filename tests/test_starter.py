@@ -169,6 +169,7 @@ BAD_REQUESTS = [
         "POST", '{"attempts": ' + "9" * 5000 + "}", "application/json", 400, id="huge_int"
     ),
     pytest.param("POST", "", "application/json", 400, id="empty_body"),
+    pytest.param("POST", "[" * 5000, "application/json", 400, id="deeply_nested"),
     pytest.param("POST", "name=John", "application/x-www-form-urlencoded", 415, id="form"),
     pytest.param("POST", "x" * (MAX_BODY_BYTES + 1), "application/json", 413, id="huge_body"),
     pytest.param("GET", "", None, 405, id="get_book"),
