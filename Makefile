@@ -3,18 +3,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-# Each provider call takes this long in `make run`, so the Web UI's timeline is
-# readable; tests and benchmarks run with 0. Override: make run SIM_LATENCY_SECONDS=0
+# For `make run` only (tests and benchmarks set their own): each provider call
+# takes this long, so the Web UI's timeline is readable, and the worker serves
+# Prometheus metrics here. Override: make run SIM_LATENCY_SECONDS=0
 SIM_LATENCY_SECONDS ?= 0.3
-export SIM_LATENCY_SECONDS
-# Where `make run`'s worker serves its Prometheus metrics (the API's are at /metrics).
 WORKER_METRICS_ADDRESS ?= 127.0.0.1:9464
-export WORKER_METRICS_ADDRESS
 
-.PHONY: run test lint typecheck pytest audit chaos histories screenshots clean
+.PHONY: run test lint typecheck pytest audit chaos histories screenshots bench clean
 
 run: $(VENV)/.installed
-	$(BIN)/python run_stack.py
+	SIM_LATENCY_SECONDS=$(SIM_LATENCY_SECONDS) WORKER_METRICS_ADDRESS=$(WORKER_METRICS_ADDRESS) \
+		$(BIN)/python run_stack.py
 
 test: lint typecheck pytest
 
@@ -43,6 +42,10 @@ histories: $(VENV)/.installed
 # Re-takes docs/compensated-booking.png in headless Chromium (apt-get install chromium).
 screenshots: $(VENV)/.installed
 	PYTHONPATH=.:tests $(BIN)/python tests/take_screenshots.py
+
+# Measures floor vs HTTP vs connect-per-request vs server settings; writes docs/bench.*
+bench: $(VENV)/.installed
+	$(BIN)/python bench.py $(BENCH_ARGS)
 
 # Reinstalls whenever a requirements file changes.
 $(VENV)/.installed: requirements.txt requirements-dev.txt

@@ -104,9 +104,10 @@ class WorkerProcess:
 class DevServer:
     """A Temporal dev server of its own, on a SQLite file, that can be restarted."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, **options: bool) -> None:
         free = [free_port() for _ in range(3)]
         self.settings = StackSettings(free[0], free[1], free[2], directory / "temporal.db")
+        self.options = options  # server_command's: tuned, persistent, ui
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -117,7 +118,9 @@ class DevServer:
     def start(self) -> None:
         """Start the server; return once it serves."""
         self.process = subprocess.Popen(
-            self.settings.server_command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.settings.server_command(**self.options),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(lambda: server_serving(self.address), self.process, "the dev server")
 
@@ -199,8 +202,13 @@ async def run_chaos(
         "PROVIDERS_DIR": str(providers_dir),
     }
     workers = [WorkerProcess({**env, "SIM_SEED": str(plan.seed + n)}) for n in range(plan.workers)]
-    for worker in workers:
-        worker.start()
+    try:
+        for worker in workers:
+            worker.start()
+    except BaseException:
+        for worker in workers:
+            worker.kill()
+        raise
     client = await Client.connect(address, runtime=QUIET)
     gate = asyncio.Semaphore(plan.concurrency)
 

@@ -81,19 +81,20 @@ class StackSettings:
         """Return the dev server's gRPC address."""
         return f"127.0.0.1:{self.grpc_port}"
 
-    def server_command(self) -> list[str]:
-        """Return the dev server's command line."""
+    def server_command(
+        self, *, tuned: bool = True, persistent: bool = True, ui: bool = True
+    ) -> list[str]:
+        """Return the dev server's command line (`make run`'s unless told otherwise)."""
         return [
             temporal_binary(),
             "server",
             "start-dev",
             "--ip=127.0.0.1",
             f"--port={self.grpc_port}",
-            f"--ui-port={self.ui_port}",
-            f"--db-filename={self.db_file}",
-            "--ui-disable-news-fetch",
+            *([f"--ui-port={self.ui_port}", "--ui-disable-news-fetch"] if ui else ["--headless"]),
+            *([f"--db-filename={self.db_file}"] if persistent else []),
             "--log-level=error",
-            *SERVER_TUNING,
+            *(SERVER_TUNING if tuned else ()),
         ]
 
 

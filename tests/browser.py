@@ -6,11 +6,13 @@ Shared by `test_web_ui.py` and `take_screenshots.py` (`make screenshots`).
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, sync_playwright
 from temporalio.client import Client
 
@@ -80,11 +82,20 @@ def run_page(server: DevServer, workflow_id: str, chromium: str) -> Iterator[Pag
 
 
 def user_metadata(page: Page) -> list[str]:
-    """Open the User Metadata tab; return its texts (each drawn in a frame of its own)."""
+    """Open the User Metadata tab; return its texts: summary, details, current details.
+
+    Each is drawn in a frame of its own, and the current details come from a
+    query to the worker: wait until all three have text, as a person would.
+    """
     page.get_by_text("User Metadata").first.click()
-    page.wait_for_function("document.querySelectorAll('iframe').length >= 3")
-    texts = []
-    for frame in page.frames[1:]:
-        frame.wait_for_load_state()
-        texts.append(" ".join(frame.inner_text("body").split()))
-    return texts
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            frames = [frame for frame in page.frames if "/render?" in frame.url]
+            texts = [" ".join(frame.inner_text("body").split()) for frame in frames]
+            if len(texts) >= 3 and all(texts[:3]):
+                return texts
+        except PlaywrightError:
+            pass  # a frame was drawn again while being read
+        assert time.monotonic() < deadline, "the User Metadata tab never filled in"
+        page.wait_for_timeout(200)
