@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -256,10 +257,10 @@ FUZZ = settings(
 
 
 def test_every_operation_holds_to_its_schema_under_fuzzing(
-    gateway: CountingGateway, activities: BookingActivities
+    gateway: CountingGateway, api_settings: ApiSettings, activities: BookingActivities
 ) -> None:
     """schemathesis: no 5xx, and every answer conforms to the OpenAPI document."""
-    app = create_app(gateway, ApiSettings(book_wait_seconds=5))
+    app = create_app(gateway, replace(api_settings, book_wait_seconds=5))
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
 
     @FUZZ

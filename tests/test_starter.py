@@ -92,9 +92,12 @@ def test_tutorial_request_gets_the_documented_json(
 
 
 def test_fifty_concurrent_bookings_share_one_client_loop_and_all_succeed(
-    gateway: CountingGateway, activities: BookingActivities, recorder: ThreadRecorder
+    gateway: CountingGateway,
+    api_settings: ApiSettings,
+    activities: BookingActivities,
+    recorder: ThreadRecorder,
 ) -> None:
-    server = ThreadedWSGIServer("127.0.0.1", 0, create_app(gateway))
+    server = ThreadedWSGIServer("127.0.0.1", 0, create_app(gateway, api_settings))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/book"
 
