@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,8 @@ BODY = {
     "flight": "valid-flight-id",
 }
 TICKS = os.sysconf("SC_CLK_TCK")
+POLL_SECONDS = 0.05
+"""How often a client following POST /bookings asks for the status."""
 
 Booking = Callable[[], Awaitable[None]]
 
@@ -75,23 +78,48 @@ class Measure:
 
 
 def cpu_seconds(pid: int) -> float:
-    """Return user + system CPU seconds of a process and its children so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / TICKS
+    """Return user + system CPU seconds of a process and its live descendants so far.
+
+    gunicorn's master does no work itself: its worker processes do, and
+    /proc adds a child's CPU to its parent's only once the child has exited.
+    """
+    total = 0.0
+    for member in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone since we looked
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    """Return the ids of a process's live descendants."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        children = Path(f"/proc/{parent}/task/{parent}/children")
+        kids = [int(k) for k in children.read_text().split()] if children.exists() else []
+        found += kids
+        todo += kids
+    return found
 
 
 def peak_rss_mib(pid: int) -> float:
-    """Return a process's peak resident memory, MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Return the peak resident memory of a process and its descendants, MiB."""
+    total = 0
+    for member in [pid, *descendants(pid)]:
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 class Stack:
     """A dev server with its worker, and optionally the API, for the benchmark."""
 
     def __init__(self, directory: Path, api: bool, **server: bool) -> None:
+        directory.mkdir(parents=True)
         self.server = DevServer(directory, ui=False, **server)
         self.server.start()
         self.worker = WorkerProcess(
@@ -181,8 +209,14 @@ def http(port: int, pool: ThreadPoolExecutor, *, poll: bool) -> Booking:
             assert send("POST", "/book", BODY)["cancelled"] is False
             return
         url = send("POST", "/bookings", BODY)["status_url"]
-        while send("GET", url)["status"] != "confirmed":
-            time.sleep(0.005)
+        while True:
+            time.sleep(POLL_SECONDS)
+            try:
+                if send("GET", url)["status"] == "confirmed":
+                    return
+            except urllib.error.HTTPError as err:
+                if err.code != 503:  # a busy worker: ask again, as a client would
+                    raise
 
     async def book() -> None:
         await asyncio.get_running_loop().run_in_executor(pool, book_sync)
@@ -330,23 +364,88 @@ def plot(data: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+async def profile(args: argparse.Namespace, scratch: Path) -> str:
+    """Record the worker and the API with py-spy under concurrent POST /book load.
+
+    Writes a flame graph (SVG) and the collapsed stacks of each next to
+    `--out`; returns the top functions by own time, per process.
+    """
+    stack = Stack(scratch / "profiled", api=True)
+    pool = ThreadPoolExecutor(args.concurrency)
+    targets = {"worker": stack.pids()["worker"], "api": descendants(stack.pids()["api"])[0]}
+    recorders = {}
+    try:
+        book = http(stack.api_port, pool, poll=False)
+        await measure(book, args.warmup, 5, {}, Measure("warm-up", 5))
+        for name, pid in targets.items():
+            out = args.out.with_name(f"profile-{name}")
+            recorders[name] = [
+                await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    f"--pid={pid}",
+                    f"--duration={args.profile_seconds}",
+                    f"--format={fmt}",
+                    f"--output={out.with_suffix(suffix)}",
+                    "--nonblocking",
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for fmt, suffix in (("flamegraph", ".svg"), ("raw", ".txt"))
+            ]
+        deadline = time.monotonic() + args.profile_seconds
+        while time.monotonic() < deadline:
+            await measure(book, args.concurrency, args.concurrency, {}, Measure("load", 50))
+        for recorder in (r for pair in recorders.values() for r in pair):
+            await recorder.wait()
+    finally:
+        stack.stop()
+        pool.shutdown()
+    return "\n\n".join(
+        f"{name}: top functions by own time\n"
+        + top_functions(args.out.with_name(f"profile-{name}").with_suffix(".txt"))
+        for name in targets
+    )
+
+
+def top_functions(collapsed: Path, count: int = 12) -> str:
+    """Return the functions with the most own samples in py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        leaf = stack.rsplit(";", 1)[-1]
+        own[leaf] = own.get(leaf, 0) + int(samples)
+        total += int(samples)
+    ranked = sorted(own.items(), key=lambda item: -item[1])[:count]
+    return "\n".join(f"{100 * n / total:5.1f}%  {leaf}" for leaf, n in ranked)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table; write JSON and a PNG."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument(
-        "--sequential", type=int, default=40, help="bookings a round, one at a time"
+        "--sequential", type=int, default=30, help="bookings a round, one at a time"
     )
     parser.add_argument(
-        "--concurrent", type=int, default=200, help="bookings a round, concurrently"
+        "--concurrent", type=int, default=150, help="bookings a round, concurrently"
     )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--out", type=Path, default=HERE / "docs" / "bench")
+    parser.add_argument(
+        "--profile", action="store_true", help="profile worker and API under load instead"
+    )
+    parser.add_argument("--profile-seconds", type=int, default=20)
     args = parser.parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        with tempfile.TemporaryDirectory(prefix="profile-") as scratch:
+            print(asyncio.run(profile(args, Path(scratch))))
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         data = asyncio.run(run(args, Path(scratch)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     plot(data, args.out.with_suffix(".png"))
     print(table(data))
