@@ -37,8 +37,7 @@ from typing import Any
 
 from temporalio.client import Client
 
-from chaos import DevServer, WorkerProcess
-from run_stack import HERE, free_port, port_in_use, wait_until
+from run_stack import HERE, DevServer, WorkerProcess, free_port, port_in_use, wait_until
 from shared import BookVacationInput
 from workflows import BookingWorkflow
 

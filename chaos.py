@@ -9,13 +9,9 @@ the audit. The run passes only if every booking ended and the audit is clean.
 
 import argparse
 import asyncio
-import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -32,7 +28,7 @@ from temporalio.service import RPCError
 
 from audit import AuditReport, run_audit
 from providers import ProviderStore
-from run_stack import HERE, StackSettings, free_port, port_in_use, server_serving, wait_until
+from run_stack import DevServer, WorkerProcess
 from shared import BookingState, BookVacationInput
 from workflows import BookingWorkflow
 
@@ -58,80 +54,6 @@ QUIET = Runtime(
     )
 )
 """The client's runtime, without a warning per retried call while the server restarts."""
-
-
-class WorkerProcess:
-    """`run_worker.py` as a process of its own, to be killed without warning."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-        self.process: subprocess.Popen[bytes] | None = None
-        self.lines: list[bytes] = []
-
-    def start(self) -> None:
-        """Start the worker; return once it polls."""
-        self.process = subprocess.Popen(
-            [sys.executable, "run_worker.py"],
-            cwd=HERE,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if b"Worker polling" in line:
-                break
-        else:
-            raise RuntimeError("the worker exited before polling")
-        # Keep reading its output, so a chatty worker never blocks on a full pipe.
-        stdout = self.process.stdout
-        threading.Thread(target=lambda: self.lines.extend(stdout), daemon=True).start()
-
-    def kill(self) -> None:
-        """SIGKILL the worker: no drain, no goodbye, as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        """Stop the worker gracefully."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
-
-
-class DevServer:
-    """A Temporal dev server of its own, on a SQLite file, that can be restarted."""
-
-    def __init__(self, directory: Path, **options: bool) -> None:
-        free = [free_port() for _ in range(3)]
-        self.settings = StackSettings(free[0], free[1], free[2], directory / "temporal.db")
-        self.options = options  # server_command's: tuned, persistent, ui
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        """Return the server's gRPC address."""
-        return self.settings.address
-
-    def start(self) -> None:
-        """Start the server; return once it serves."""
-        self.process = subprocess.Popen(
-            self.settings.server_command(**self.options),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: server_serving(self.address), self.process, "the dev server")
-
-    def stop(self) -> None:
-        """Stop the server and wait until its port is free."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
-        deadline = time.monotonic() + 30
-        while port_in_use(self.settings.grpc_port) and time.monotonic() < deadline:
-            time.sleep(0.1)
 
 
 @dataclass

@@ -16,8 +16,8 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, sync_playwright
 from temporalio.client import Client
 
-from chaos import DevServer
 from helpers import JANE, quick_activities, worker_thread
+from run_stack import DevServer
 from starter import create_app
 from temporal_gateway import TemporalGateway
 

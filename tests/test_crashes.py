@@ -10,10 +10,11 @@ from temporalio.client import Client
 
 from activities import BookingActivities
 from audit import run_audit
-from chaos import ChaosPlan, DevServer, WorkerProcess, run_chaos
+from chaos import ChaosPlan, run_chaos
 from config import ProviderFaults, Simulation
 from helpers import activity_runs, eventually, running_worker, trip
 from providers import ProviderStore, RowStatus
+from run_stack import DevServer, WorkerProcess
 from shared import Compensation, Leg, Outcome, UndoOutcome
 from workflows import BookingWorkflow
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from flask.testing import FlaskClient
 from temporalio.client import Client
 
-from chaos import WorkerProcess
 from helpers import JANE, JOHN, trip
-from run_stack import free_port
+from run_stack import WorkerProcess, free_port
 from shared import BookVacationInput
 from workflows import BookingWorkflow
 

@@ -23,10 +23,9 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 
 from audit import AuditReport, run_audit
-from chaos import WorkerProcess
 from helpers import EXTRA_NAMESPACE, JOHN, ROOT, activity_runs, eventually, trip
 from providers import ProviderStore
-from run_stack import free_port, port_in_use, wait_until
+from run_stack import WorkerProcess, free_port, port_in_use, wait_until
 from shared import TASK_QUEUE_NAME
 from workflows import BookingWorkflow
 
