@@ -74,6 +74,7 @@ START_RPC_TIMEOUT = timedelta(seconds=5)
 """How long to wait for Temporal to accept a booking before answering 503."""
 
 QUERY_TIMEOUT = timedelta(seconds=5)
+"""How long a worker may take to answer the progress query."""
 
 RPC_TIMEOUT = timedelta(seconds=10)
 """Any other single call to Temporal."""
@@ -85,7 +86,6 @@ ENDED_WITHOUT_RESULT: dict[WorkflowExecutionStatus | None, StatusName] = {
     WorkflowExecutionStatus.CANCELED: "cancelled",
 }
 """How a booking that ended without a result shows; anything else is "failed"."""
-"""How long a worker may take to answer the progress query."""
 
 ID_TRIES = 5
 """New suffixes to try when a user_id is already taken (a 1 in 10^6 clash)."""
@@ -94,6 +94,11 @@ POLLER_FRESHNESS = timedelta(minutes=2)
 """A worker seen polling this recently counts as ready (its polls last up to a minute)."""
 
 RETRY_AFTER = {"Retry-After": "5"}
+
+UNREACHABLE = "Temporal is unreachable; try again shortly"
+
+FIELD_MESSAGES = {"extra_forbidden": "is not a field of a booking"}
+"""Clearer words than pydantic's where its own say too little."""
 
 FINAL = {Outcome.CONFIRMED, Outcome.CANCELLED}
 
@@ -522,12 +527,6 @@ def register_error_handlers(app: Flask) -> None:
     def unexpected(err: Exception) -> Response:
         log.exception("Unhandled error")
         return problem(500, "internal error")
-
-
-UNREACHABLE = "Temporal is unreachable; try again shortly"
-
-FIELD_MESSAGES = {"extra_forbidden": "is not a field of a booking"}
-"""Clearer words than pydantic's where its own say too little."""
 
 
 # --- Serving ------------------------------------------------------------------------
