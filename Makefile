@@ -11,45 +11,50 @@ WORKER_METRICS_ADDRESS ?= 127.0.0.1:9464
 
 .PHONY: run test lint typecheck pytest audit chaos histories screenshots bench clean
 
-run: $(VENV)/.installed
+# The product needs the runtime alone (requirements.txt).
+run: $(VENV)/.runtime
 	SIM_LATENCY_SECONDS=$(SIM_LATENCY_SECONDS) WORKER_METRICS_ADDRESS=$(WORKER_METRICS_ADDRESS) \
-		$(BIN)/python run_stack.py
+		$(BIN)/python -m tools.stack
 
 test: lint typecheck pytest
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(VENV)/.installed
+typecheck: $(VENV)/.dev
 	$(BIN)/mypy .
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.dev
 	$(BIN)/pytest
 
 # Checks every booking in Temporal against the providers' stores (README, "The audit").
-audit: $(VENV)/.installed
-	$(BIN)/python audit.py
+audit: $(VENV)/.runtime
+	$(BIN)/python -m tools.audit
 
 # Hundreds of bookings under faults, worker kills and a server restart, then the audit.
-chaos: $(VENV)/.installed
-	$(BIN)/python chaos.py $(CHAOS_ARGS)
+chaos: $(VENV)/.runtime
+	$(BIN)/python -m tools.chaos $(CHAOS_ARGS)
 
 # Re-records tests/histories after a deliberate change to the workflow's commands.
-histories: $(VENV)/.installed
-	PYTHONPATH=.:tests $(BIN)/python tests/record_histories.py
+histories: $(VENV)/.dev
+	$(BIN)/python -m tools.histories
 
 # Re-takes docs/compensated-booking.png in headless Chromium (apt-get install chromium).
-screenshots: $(VENV)/.installed
-	PYTHONPATH=.:tests $(BIN)/python tests/take_screenshots.py
+screenshots: $(VENV)/.dev
+	$(BIN)/python -m tools.screenshots
 
 # Measures floor vs HTTP vs connect-per-request vs server settings; writes docs/bench.*
-bench: $(VENV)/.installed
-	$(BIN)/python bench.py $(BENCH_ARGS)
+bench: $(VENV)/.dev
+	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
-# Reinstalls whenever a requirements file changes.
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# Each reinstalls whenever its requirements file changes.
+$(VENV)/.runtime: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 

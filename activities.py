@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from config import Simulation
-from providers import BookingRejectedError, ProviderStore
+from providers import BookingRejectedError, ProviderStore, Simulation
 from shared import BookVacationInput, Leg, Reservation, UndoReport, log_line
 
 REJECTED = "BookingRejected"

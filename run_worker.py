@@ -2,9 +2,13 @@
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -12,15 +16,36 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities import BookingActivities
-from config import ConfigError, WorkerSettings, temporal_connect_config
-from providers import ProviderStore
-from shared import TASK_QUEUE_NAME, Leg
+from config import PROJECT_DIR, ConfigError, temporal_connect_config
+from providers import ProviderStore, Simulation
+from shared import TASK_QUEUE_NAME
 from workflows import BookingWorkflow
 
 log = logging.getLogger("run_worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 """On SIGINT/SIGTERM, how long activities in flight may finish before cancellation."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the worker process serves, and where the providers keep their data."""
+
+    task_queue: str = TASK_QUEUE_NAME
+    providers_dir: Path = PROJECT_DIR / ".providers"
+    simulation: Simulation = field(default_factory=Simulation)
+    metrics_address: str = ""
+    """host:port of the Prometheus endpoint; empty: none."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "WorkerSettings":
+        """Read TEMPORAL_TASK_QUEUE, PROVIDERS_DIR, WORKER_METRICS_ADDRESS and SIM_*."""
+        return cls(
+            task_queue=env.get("TEMPORAL_TASK_QUEUE", cls.task_queue),
+            providers_dir=Path(env.get("PROVIDERS_DIR", cls.providers_dir)),
+            simulation=Simulation.from_env(env),
+            metrics_address=env.get("WORKER_METRICS_ADDRESS", cls.metrics_address),
+        )
 
 
 def build_worker(
@@ -39,8 +64,8 @@ def build_worker(
 def open_activities(settings: WorkerSettings) -> BookingActivities:
     """Return the activities over the providers' stores in `settings.providers_dir`."""
     simulation = settings.simulation
-    stock = {leg: simulation.of(leg).stock for leg in Leg}
-    return BookingActivities(simulation, ProviderStore.open_all(settings.providers_dir, stock))
+    stores = ProviderStore.open_all(settings.providers_dir, simulation.stock())
+    return BookingActivities(simulation, stores)
 
 
 def runtime(metrics_address: str) -> Runtime:

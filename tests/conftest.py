@@ -1,24 +1,21 @@
-"""One real Temporal dev server per test session (or an existing one)."""
+"""One real Temporal dev server per test session (or an existing one), and the API on it."""
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities import BookingActivities
-from config import ApiSettings
-from helpers import (
-    EXTRA_NAMESPACE,
-    CountingGateway,
-    ThreadRecorder,
-    quick_activities,
-    worker_thread,
-)
-from run_stack import SERVER_TUNING, free_port, temporal_binary
+from api.loop import ClientLoop
+from api.settings import ApiSettings
 from starter import create_app
+from tests.support.calls import CallRecorder
+from tests.support.workers import EXTRA_NAMESPACE, quick_activities, worker_thread
+from tools.processes import SERVER_TUNING, free_port, temporal_binary
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -78,21 +75,37 @@ def activities(
 
 
 @pytest.fixture(scope="module")
-def recorder() -> ThreadRecorder:
-    return ThreadRecorder()
+def recorder() -> CallRecorder:
+    return CallRecorder()
 
 
 @pytest.fixture(scope="module")
-def gateway(address: str, recorder: ThreadRecorder) -> Iterator[CountingGateway]:
-    """The API's gateway to the test server, counting calls and recording threads."""
-    gateway = CountingGateway.start(lambda: Client.connect(address, interceptors=[recorder]))
-    yield gateway
-    gateway.close()
+def client_loop() -> Iterator[ClientLoop]:
+    """The API's event loop, in a thread of its own, as `starter.py` runs it."""
+    loop = ClientLoop.start()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def api_client(address: str, client_loop: ClientLoop, recorder: CallRecorder) -> Client:
+    """The API's Temporal client, connected on its loop, recording every call."""
+    return client_loop.run(Client.connect(address, interceptors=[recorder]))
 
 
 @pytest.fixture
-def http(
-    gateway: CountingGateway, api_settings: ApiSettings, activities: BookingActivities
-) -> FlaskClient:
+def make_app(
+    api_client: Client, client_loop: ClientLoop, api_settings: ApiSettings
+) -> Callable[..., Flask]:
+    """Build the app around the API's client; the module's settings unless told otherwise."""
+
+    def make(settings: ApiSettings | None = None) -> Flask:
+        return create_app(api_client, client_loop, settings or api_settings)
+
+    return make
+
+
+@pytest.fixture
+def http(make_app: Callable[..., Flask], activities: BookingActivities) -> FlaskClient:
     """A test client of the app, with a worker running behind it."""
-    return create_app(gateway, api_settings).test_client()
+    return make_app().test_client()

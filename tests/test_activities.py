@@ -8,9 +8,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import REJECTED, UNAVAILABLE
-from helpers import quick_activities, trip
 from providers import BookingRejectedError, ProviderStore, RowStatus
 from shared import Leg, Reservation, UndoReport
+from tests.support.trips import trip
+from tests.support.workers import quick_activities
 
 
 @pytest.fixture

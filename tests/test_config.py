@@ -2,14 +2,10 @@
 
 import pytest
 
-from config import (
-    ApiSettings,
-    ConfigError,
-    ProviderFaults,
-    Simulation,
-    WorkerSettings,
-    temporal_connect_config,
-)
+from api.settings import ApiSettings
+from config import ConfigError, temporal_connect_config
+from providers import ProviderFaults, Simulation
+from run_worker import WorkerSettings
 from shared import Leg
 
 

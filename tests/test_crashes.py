@@ -9,13 +9,14 @@ import pytest
 from temporalio.client import Client
 
 from activities import BookingActivities
-from audit import run_audit
-from chaos import ChaosPlan, run_chaos
-from config import ProviderFaults, Simulation
-from helpers import activity_runs, eventually, running_worker, trip
-from providers import ProviderStore, RowStatus
-from run_stack import DevServer, WorkerProcess
+from providers import ProviderFaults, ProviderStore, RowStatus, Simulation
 from shared import Compensation, Leg, Outcome, UndoOutcome
+from tests.support.histories import activity_runs, eventually
+from tests.support.trips import trip
+from tests.support.workers import running_worker
+from tools.audit import run_audit
+from tools.chaos import ChaosPlan, run_chaos
+from tools.processes import DevServer, WorkerProcess
 from workflows import BookingWorkflow
 
 Spawn = Callable[..., WorkerProcess]

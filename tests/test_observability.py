@@ -10,9 +10,9 @@ from pathlib import Path
 from flask.testing import FlaskClient
 from temporalio.client import Client
 
-from helpers import JANE, JOHN, trip
-from run_stack import WorkerProcess, free_port
 from shared import BookVacationInput
+from tests.support.trips import JANE, JOHN, trip
+from tools.processes import WorkerProcess, free_port
 from workflows import BookingWorkflow
 
 

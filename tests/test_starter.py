@@ -1,32 +1,31 @@
-"""The Flask app against a real Temporal server and worker."""
+"""`starter.py`: the tutorial's `POST /book`, against a real Temporal server and worker."""
 
 import json
 import re
-import subprocess
 import threading
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
-from temporalio.client import (
-    Client,
-    WorkflowExecutionStatus,
-)
+from temporalio.client import Client, WorkflowExecutionStatus
 from werkzeug.serving import ThreadedWSGIServer
 
 from activities import BookingActivities
-from config import ApiSettings
-from helpers import JANE, JOHN, CountingGateway, ThreadRecorder, held
-from run_stack import StackSettings, free_port, server_serving, wait_until
-from starter import MAX_BODY_BYTES, create_app
-from temporal_gateway import TemporalGateway
-
-T = TypeVar("T")
-
+from api.inputs import MAX_BODY_BYTES
+from api.loop import ClientLoop
+from api.settings import ApiSettings
+from starter import create_app, generate_unique_username
+from tests.support.calls import CallRecorder
+from tests.support.trips import JANE, JOHN
+from tests.support.workers import held
+from tools.processes import DevServer, free_port
 
 UNREACHABLE = {
     "type": "about:blank",
@@ -92,12 +91,9 @@ def test_tutorial_request_gets_the_documented_json(
 
 
 def test_fifty_concurrent_bookings_share_one_client_loop_and_all_succeed(
-    gateway: CountingGateway,
-    api_settings: ApiSettings,
-    activities: BookingActivities,
-    recorder: ThreadRecorder,
+    make_app: Callable[..., Flask], activities: BookingActivities, recorder: CallRecorder
 ) -> None:
-    server = ThreadedWSGIServer("127.0.0.1", 0, create_app(gateway, api_settings))
+    server = ThreadedWSGIServer("127.0.0.1", 0, make_app())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/book"
 
@@ -121,7 +117,8 @@ def test_fifty_concurrent_bookings_share_one_client_loop_and_all_succeed(
     user_ids = {body["user_id"] for _, body in answers}
     assert len(user_ids) == 50
     assert all(re.fullmatch(r"traveller-\d+-\d{6}", user_id) for user_id in user_ids)
-    # Every request thread handed its Temporal calls to the one loop thread.
+    # Every request thread handed its async view, and so every Temporal call, to the one loop.
+    assert recorder.calls >= 100  # a start and a result a booking
     assert recorder.threads == {"temporal-loop"}
 
 
@@ -148,12 +145,12 @@ BAD_BODIES = [
 @pytest.mark.parametrize(("body", "field"), BAD_BODIES)
 def test_bad_field_is_a_400_naming_it_and_starts_nothing(
     http: FlaskClient,
-    gateway: CountingGateway,
+    recorder: CallRecorder,
     activities: BookingActivities,
     body: dict[str, object],
     field: str,
 ) -> None:
-    calls, reservations = gateway.calls, held(activities)
+    calls, reservations = recorder.calls, held(activities)
 
     response = http.post("/book", json=body)
 
@@ -161,7 +158,7 @@ def test_bad_field_is_a_400_naming_it_and_starts_nothing(
     assert response.mimetype == "application/problem+json"
     assert field in response.get_json()["fields"]
     assert f"'{field}'" in response.get_json()["detail"]
-    assert (gateway.calls, held(activities)) == (calls, reservations)
+    assert (recorder.calls, held(activities)) == (calls, reservations)
 
 
 BAD_REQUESTS = [
@@ -183,13 +180,13 @@ BAD_REQUESTS = [
 @pytest.mark.parametrize(("method", "data", "content_type", "status"), BAD_REQUESTS)
 def test_bad_request_is_a_4xx_json_error_and_starts_nothing(
     http: FlaskClient,
-    gateway: CountingGateway,
+    recorder: CallRecorder,
     method: str,
     data: str,
     content_type: str | None,
     status: int,
 ) -> None:
-    calls = gateway.calls
+    calls = recorder.calls
     path = "/nowhere" if status == 404 else "/book"
 
     response = http.open(path, method=method, data=data, content_type=content_type)
@@ -199,38 +196,38 @@ def test_bad_request_is_a_4xx_json_error_and_starts_nothing(
     assert response.get_json()["status"] == status
     assert isinstance(response.get_json()["detail"], str)
     assert "Traceback" not in response.get_data(as_text=True)
-    assert gateway.calls == calls
+    assert recorder.calls == calls
     if status == 405:
         assert "POST" in response.headers["Allow"]
 
 
+@contextmanager
+def api_without_a_worker(address: str) -> Iterator[Flask]:
+    """The app on a client of its own, lazily connected as `starter.connected_app` makes it."""
+    client_loop = ClientLoop.start()
+    try:
+        client = client_loop.run(Client.connect(address, lazy=True))
+        yield create_app(client, client_loop)
+    finally:
+        client_loop.close()
+
+
 def test_stopped_temporal_answers_503_json(tmp_path: Path) -> None:
-    settings = StackSettings(free_port(), free_port(), free_port(), tmp_path / "temporal.db")
-    server = subprocess.Popen(
-        settings.server_command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_until(lambda: server_serving(settings.address), server, "server")
-        gateway = TemporalGateway.start(lambda: Client.connect(settings.address))
-    finally:
-        server.terminate()
-        server.wait(30)
-    try:
-        response = create_app(gateway).test_client().post("/book", json=JOHN)
-    finally:
-        gateway.close()
+    server = DevServer(tmp_path, ui=False)
+    server.start()
+    with api_without_a_worker(server.address) as app:
+        assert app.test_client().get("/bookings/nobody-000000").status_code == 404  # connected
+        server.stop()
+
+        response = app.test_client().post("/book", json=JOHN)
 
     assert response.status_code == 503
     assert response.get_json() == UNREACHABLE
 
 
 def test_temporal_down_at_start_up_answers_503_json() -> None:
-    nowhere = f"127.0.0.1:{free_port()}"
-    gateway = TemporalGateway.start(lambda: Client.connect(nowhere))
-    try:
-        response = create_app(gateway).test_client().post("/book", json=JOHN)
-    finally:
-        gateway.close()
+    with api_without_a_worker(f"127.0.0.1:{free_port()}") as app:
+        response = app.test_client().post("/book", json=JOHN)
 
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
@@ -238,11 +235,11 @@ def test_temporal_down_at_start_up_answers_503_json() -> None:
 
 
 def test_booking_still_running_after_the_wait_answers_202_with_its_user_id(
-    gateway: CountingGateway,
+    make_app: Callable[..., Flask], client_loop: ClientLoop, api_client: Client
 ) -> None:
     nobody_polls = ApiSettings(task_queue=f"nobody-{uuid.uuid4()}", book_wait_seconds=0.5)
 
-    response = create_app(gateway, nobody_polls).test_client().post("/book", json=JOHN)
+    response = make_app(nobody_polls).test_client().post("/book", json=JOHN)
 
     assert response.status_code == 202
     body = response.get_json()
@@ -250,10 +247,25 @@ def test_booking_still_running_after_the_wait_answers_202_with_its_user_id(
     assert body["status"] == "in progress"
     assert response.headers["Location"] == body["status_url"] == f"/bookings/{body['user_id']}"
 
-    async def describe_and_terminate(client: Client) -> WorkflowExecutionStatus | None:
-        handle = client.get_workflow_handle(body["user_id"])
+    async def describe_and_terminate() -> WorkflowExecutionStatus | None:
+        handle = api_client.get_workflow_handle(body["user_id"])
         status = (await handle.describe()).status
         await handle.terminate("test over")
         return status
 
-    assert gateway.call(describe_and_terminate) == WorkflowExecutionStatus.RUNNING
+    assert client_loop.run(describe_and_terminate()) == WorkflowExecutionStatus.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("name", "user_id"),
+    [
+        pytest.param("John Doe", r"john-doe-\d{6}", id="tutorial_name"),
+        pytest.param("AC/DC Fan Club", r"ac-dc-fan-club-\d{6}", id="slash"),
+        pytest.param("  Ünïcode  Ñame ", r"ünïcode-ñame-\d{6}", id="letters_beyond_ascii"),
+        pytest.param("!!!", r"trip-\d{6}", id="no_letters_at_all"),
+    ],
+)
+def test_generate_unique_username_makes_a_url_safe_id_from_the_name(
+    name: str, user_id: str
+) -> None:
+    assert re.fullmatch(user_id, generate_unique_username(name))

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from browser import chromium_or_skip, compensated_booking, run_page, user_metadata
+from tests.support.browser import chromium_or_skip, compensated_booking, run_page, user_metadata
 
 
 def test_web_ui_shows_the_retry_and_both_undos_of_a_rejected_hotel(tmp_path: Path) -> None:

@@ -11,20 +11,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
 from activities import BookingActivities
-from helpers import (
-    ActivityRun,
-    Gate,
-    GatedFlight,
-    activity_runs,
-    cancel_seen,
-    eventually,
-    held_at_gate,
-    quick,
-    quick_activities,
-    run_booking,
-    trip,
-    why_not_retried,
-)
 from shared import (
     BookingState,
     BookVacationInput,
@@ -35,6 +21,15 @@ from shared import (
     UndoOutcome,
     UndoReport,
 )
+from tests.support.histories import (
+    ActivityRun,
+    activity_runs,
+    cancel_seen,
+    eventually,
+    why_not_retried,
+)
+from tests.support.trips import Gate, GatedFlight, trip
+from tests.support.workers import held_at_gate, quick, quick_activities, run_booking
 from workflows import BookingWorkflow
 
 RELEASED = UndoOutcome.RELEASED

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from config import WorkerSettings, temporal_connect_config
+from config import temporal_connect_config
 from providers import ProviderStore, RowStatus
+from run_worker import WorkerSettings
 from shared import BookingState, Leg, Outcome, UndoOutcome
 
 

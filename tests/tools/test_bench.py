@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
+from tools.processes import ROOT
 
 SCENARIOS = {
     "floor",
@@ -23,7 +23,16 @@ SCENARIOS = {
 def test_bench_measures_every_scenario_and_writes_its_results(tmp_path: Path) -> None:
     small = ["--sequential", "3", "--concurrent", "6", "--concurrency", "3", "--rounds", "1"]
     run = subprocess.run(
-        [sys.executable, "bench.py", *small, "--warmup", "2", "--out", str(tmp_path / "bench")],
+        [
+            sys.executable,
+            "-m",
+            "tools.bench",
+            *small,
+            "--warmup",
+            "2",
+            "--out",
+            str(tmp_path / "bench"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

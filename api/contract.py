@@ -1,11 +1,19 @@
 """The HTTP API's contract: the models of its JSON, and the OpenAPI document.
 
-The models validate requests and shape answers; the OpenAPI 3.1 document served
-at /openapi.json is generated from the same models, so the two cannot drift.
+The models validate requests and shape answers. Each route declares its
+operation beside it (`@operation`); the OpenAPI 3.1 document served at
+/openapi.json is built from the app's routes and those declarations, with
+the same models as schemas, so neither a route nor a model can drift from
+the document.
 """
 
-from typing import Annotated, Any, Literal
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Annotated, Any, Literal, TypeVar
 
+from flask import Flask
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 from pydantic_core import PydanticCustomError
@@ -178,59 +186,128 @@ IDEMPOTENCY_KEY = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
 }
 
-USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-def _answer(
-    description: str, schema: dict[str, Any], media: str = JSON, headers: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    answer: dict[str, Any] = {"description": description, "content": {media: {"schema": schema}}}
-    if headers:
-        answer["headers"] = {name: HEADERS[name] for name in headers}
-    return answer
-
-
 HEADERS = {
     "Location": {"description": "the booking's status URL", "schema": {"type": "string"}},
     "Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}},
 }
 
+PROBLEMS = {
+    400: "a field is missing or invalid, or the body is not a JSON object",
+    404: "no such booking",
+    409: "the booking has already ended",
+    413: "the body is over 16 KiB",
+    415: "the body is not sent as application/json",
+    422: "the Idempotency-Key was used with another body",
+    502: "Temporal refused a call for a reason other than availability",
+    503: "Temporal or its workers cannot be reached now",
+}
+"""When each error status is answered, as the document says it."""
 
-def _problems(*statuses: int) -> dict[str, Any]:
-    reasons = {
-        400: "a field is missing or invalid, or the body is not a JSON object",
-        404: "no such booking",
-        409: "the booking has already ended",
-        413: "the body is over 16 KiB",
-        415: "the body is not sent as application/json",
-        422: "the Idempotency-Key was used with another body",
-        502: "Temporal refused a call for a reason other than availability",
-        503: "Temporal or its workers cannot be reached now",
-    }
-    return {
-        str(s): _answer(reasons[s], _ref(Problem), PROBLEM, ("Retry-After",) if s == 503 else ())
-        for s in statuses
-    }
+BOOKING_PROBLEMS = (400, 413, 415, 422, 502, 503)
+"""What a request that starts a booking may be answered, short of success."""
 
 
-def _booking_body() -> dict[str, Any]:
-    return {"required": True, "content": {JSON: {"schema": _ref(BookingRequest)}}}
+@dataclass(frozen=True)
+class Answer:
+    """One documented answer: what it means, its body, its headers."""
+
+    description: str
+    schema: type[BaseModel] | tuple[type[BaseModel], ...] | None = None
+    headers: tuple[str, ...] = ()
+
+    def to_openapi(self, media: str = JSON) -> dict[str, Any]:
+        """Return the OpenAPI response object."""
+        answer: dict[str, Any] = {"description": self.description}
+        if isinstance(self.schema, tuple):
+            answer["content"] = {media: {"schema": {"oneOf": [_ref(m) for m in self.schema]}}}
+        elif self.schema is not None:
+            answer["content"] = {media: {"schema": _ref(self.schema)}}
+        else:
+            answer["content"] = {media: {"schema": {"type": "object"}}}
+        if self.headers:
+            answer["headers"] = {name: HEADERS[name] for name in self.headers}
+        return answer
 
 
-def openapi_document() -> dict[str, Any]:
-    """Return the OpenAPI 3.1 document of the API."""
+ACCEPTED = Answer("the booking has started; see Location", BookingAccepted, ("Location",))
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What a route does, what it takes and what it answers, for the OpenAPI document."""
+
+    operation_id: str
+    summary: str
+    answers: Mapping[int, Answer]
+    problems: tuple[int, ...] = ()
+    body: type[BaseModel] | None = None
+    headers: tuple[dict[str, Any], ...] = ()
+
+    def to_openapi(self, path_parameters: list[str]) -> dict[str, Any]:
+        """Return the OpenAPI operation object."""
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in path_parameters
+        ] + list(self.headers)
+        document: dict[str, Any] = {"summary": self.summary, "operationId": self.operation_id}
+        if parameters:
+            document["parameters"] = parameters
+        if self.body is not None:
+            document["requestBody"] = {
+                "required": True,
+                "content": {JSON: {"schema": _ref(self.body)}},
+            }
+        responses = {str(status): answer.to_openapi() for status, answer in self.answers.items()}
+        for status in self.problems:
+            retry = ("Retry-After",) if status == HTTPStatus.SERVICE_UNAVAILABLE else ()
+            responses[str(status)] = Answer(PROBLEMS[status], Problem, retry).to_openapi(PROBLEM)
+        document["responses"] = responses
+        return document
+
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+_OPERATIONS: "weakref.WeakKeyDictionary[Callable[..., Any], Operation]" = (
+    weakref.WeakKeyDictionary()
+)
+"""Each declared view's operation (weakly: an app's views go with the app)."""
+
+
+def operation(
+    operation_id: str,
+    answers: Mapping[int, Answer],
+    *,
+    problems: tuple[int, ...] = (),
+    body: type[BaseModel] | None = None,
+    headers: tuple[dict[str, Any], ...] = (),
+) -> Callable[[View], View]:
+    """Declare a view's operation for the OpenAPI document; its summary is the docstring.
+
+    Put it under the route decorator. The path, its parameters and the
+    method come from the route itself.
+    """
+
+    def declare(view: View) -> View:
+        summary = (view.__doc__ or operation_id).strip().splitlines()[0].rstrip(".")
+        _OPERATIONS[view] = Operation(operation_id, summary, answers, problems, body, headers)
+        return view
+
+    return declare
+
+
+def openapi_document(app: Flask) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of every declared route of `app`."""
     _, schemas = models_json_schema(
         [(model, "validation") for model in MODELS], ref_template="#/components/schemas/{model}"
     )
-    trip = {"oneOf": [_ref(TripBooked), _ref(TripCancelled)]}
-    accepted = _answer(
-        "the booking has started; see Location", _ref(BookingAccepted), headers=("Location",)
-    )
-    booking_errors = _problems(400, 413, 415, 422, 502, 503)
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in app.url_map.iter_rules():
+        declared = _OPERATIONS.get(app.view_functions[rule.endpoint])
+        if declared is None:
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = declared.to_openapi(sorted(rule.arguments))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -238,77 +315,10 @@ def openapi_document() -> dict[str, Any]:
             "version": "1.0.0",
             "description": "Books a car, a hotel and a flight as one saga on Temporal.",
         },
-        "paths": {
-            "/book": {
-                "post": {
-                    "summary": "Book a trip and wait for the outcome (up to BOOK_WAIT_SECONDS)",
-                    "operationId": "bookTrip",
-                    "parameters": [IDEMPOTENCY_KEY],
-                    "requestBody": _booking_body(),
-                    "responses": {
-                        "200": _answer("the trip was booked, or cancelled and undone", trip),
-                        "202": accepted,
-                        **booking_errors,
-                    },
-                }
-            },
-            "/bookings": {
-                "post": {
-                    "summary": "Start a booking and answer at once",
-                    "operationId": "startBooking",
-                    "parameters": [IDEMPOTENCY_KEY],
-                    "requestBody": _booking_body(),
-                    "responses": {"202": accepted, **booking_errors},
-                }
-            },
-            "/bookings/{user_id}": {
-                "get": {
-                    "summary": "A booking's legs while it runs, and its result once done",
-                    "operationId": "getBooking",
-                    "parameters": [USER_ID],
-                    "responses": {
-                        "200": _answer("the booking", _ref(BookingStatus)),
-                        **_problems(404, 502, 503),
-                    },
-                }
-            },
-            "/bookings/{user_id}/cancel": {
-                "post": {
-                    "summary": "Cancel a running booking: its registered undos run",
-                    "operationId": "cancelBooking",
-                    "parameters": [USER_ID],
-                    "responses": {
-                        "202": _answer(
-                            "cancellation requested", _ref(BookingAccepted), headers=("Location",)
-                        ),
-                        **_problems(404, 409, 502, 503),
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "The API process is alive",
-                    "operationId": "health",
-                    "responses": {"200": _answer("alive", _ref(Health))},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Temporal is reachable and a worker polls the task queue",
-                    "operationId": "ready",
-                    "responses": {
-                        "200": _answer("ready", _ref(Health)),
-                        **_problems(502, 503),
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "operationId": "openapi",
-                    "responses": {"200": _answer("OpenAPI 3.1", {"type": "object"})},
-                }
-            },
-        },
+        "paths": paths,
         "components": {"schemas": schemas["$defs"]},
     }
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}

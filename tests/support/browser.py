@@ -1,6 +1,6 @@
 """A compensated booking in the Temporal Web UI, seen through headless Chromium.
 
-Shared by `test_web_ui.py` and `take_screenshots.py` (`make screenshots`).
+Shared by `tests/test_web_ui.py` and `tools/screenshots.py` (`make screenshots`).
 """
 
 import os
@@ -16,10 +16,11 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, sync_playwright
 from temporalio.client import Client
 
-from helpers import JANE, quick_activities, worker_thread
-from run_stack import DevServer
+from api.loop import ClientLoop
 from starter import create_app
-from temporal_gateway import TemporalGateway
+from tests.support.trips import JANE
+from tests.support.workers import quick_activities, worker_thread
+from tools.processes import DevServer
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",  # CI runs as root
@@ -53,11 +54,13 @@ def compensated_booking() -> Iterator[tuple[DevServer, str]]:
             # The worker stays up while the page is open: the Web UI asks it (a
             # query) for the workflow's current details.
             with worker_thread(server.address, activities):
-                gateway = TemporalGateway.start(lambda: Client.connect(server.address))
+                client_loop = ClientLoop.start()
                 try:
-                    answer = create_app(gateway).test_client().post("/book", json=JANE)
+                    client = client_loop.run(Client.connect(server.address))
+                    app = create_app(client, client_loop)
+                    answer = app.test_client().post("/book", json=JANE)
                 finally:
-                    gateway.close()
+                    client_loop.close()
                 yield server, answer.get_json()["user_id"]
         finally:
             server.stop()

@@ -1,10 +1,9 @@
 """Re-take the README's picture of a compensated booking: `make screenshots`."""
 
-from pathlib import Path
+from tests.support.browser import chromium_or_skip, compensated_booking, run_page
+from tools.processes import ROOT
 
-from browser import chromium_or_skip, compensated_booking, run_page
-
-PICTURE = Path(__file__).resolve().parent.parent / "docs" / "compensated-booking.png"
+PICTURE = ROOT / "docs" / "compensated-booking.png"
 
 
 def main() -> None:

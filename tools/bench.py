@@ -37,8 +37,8 @@ from typing import Any
 
 from temporalio.client import Client
 
-from run_stack import HERE, DevServer, WorkerProcess, free_port, port_in_use, wait_until
 from shared import BookVacationInput
+from tools.processes import ROOT, DevServer, WorkerProcess, answers, free_port, wait_until
 from workflows import BookingWorkflow
 
 QUIET_SIMULATION = {"SIM_LATENCY_SECONDS": "0", "SIM_HOTEL_OUTAGE": "0"}
@@ -134,7 +134,7 @@ class Stack:
         if api:
             self.api = subprocess.Popen(
                 [sys.executable, "starter.py"],
-                cwd=HERE,
+                cwd=ROOT,
                 env={
                     **os.environ,
                     "TEMPORAL_ADDRESS": self.server.address,
@@ -144,7 +144,8 @@ class Stack:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            wait_until(lambda: port_in_use(self.api_port), self.api, "the API")
+            healthy = f"http://127.0.0.1:{self.api_port}/healthz"
+            wait_until(lambda: answers(healthy), self.api, "the API")
 
     def pids(self) -> dict[str, int]:
         """Return the processes whose CPU the benchmark counts."""
@@ -432,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=HERE / "docs" / "bench")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument(
         "--profile", action="store_true", help="profile worker and API under load instead"
     )

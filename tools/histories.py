@@ -1,4 +1,4 @@
-"""Record the golden histories that `test_replay.py` replays: `make histories`.
+"""Record the golden histories that `tests/test_replay.py` replays: `make histories`.
 
 Run it after a deliberate change to the workflow's commands (and only then),
 and commit the new files together with the change, saying why in the commit.
@@ -11,11 +11,13 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from helpers import Gate, GatedFlight, cancel_seen, eventually, quick, running_worker, trip
-from run_stack import temporal_binary
+from tests.support.histories import cancel_seen, eventually
+from tests.support.trips import Gate, GatedFlight, trip
+from tests.support.workers import quick, running_worker
+from tools.processes import ROOT, temporal_binary
 from workflows import BookingWorkflow
 
-HISTORIES = Path(__file__).resolve().parent / "histories"
+HISTORIES = ROOT / "tests" / "histories"
 
 
 async def main() -> None:

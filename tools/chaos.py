@@ -26,10 +26,10 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 
-from audit import AuditReport, run_audit
 from providers import ProviderStore
-from run_stack import DevServer, WorkerProcess
 from shared import BookingState, BookVacationInput
+from tools.audit import AuditReport, run_audit
+from tools.processes import DevServer, WorkerProcess
 from workflows import BookingWorkflow
 
 FAULTS = {

@@ -14,10 +14,12 @@ from typing import NamedTuple
 import pytest
 from temporalio.client import Client
 
-from audit import run_audit
-from helpers import ROOT, quick_activities, running_worker, trip
 from providers import ProviderStore
 from shared import Leg, Outcome
+from tests.support.trips import trip
+from tests.support.workers import quick_activities, running_worker
+from tools.audit import run_audit
+from tools.processes import ROOT
 from workflows import BookingWorkflow
 
 
@@ -116,7 +118,7 @@ async def test_audit_reports_a_booking_running_too_long(client: Client, tmp_path
 
 def audit_command(address: str, booked: Booked) -> subprocess.CompletedProcess[str]:
     directory = str(booked.stores[Leg.CAR].path.parent)
-    command = [sys.executable, "audit.py", "--task-queue", booked.task_queue]
+    command = [sys.executable, "-m", "tools.audit", "--task-queue", booked.task_queue]
     return subprocess.run(
         [*command, "--providers-dir", directory],
         cwd=ROOT,

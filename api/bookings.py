@@ -1,0 +1,266 @@
+"""The API's Temporal operations: start, find, follow and cancel bookings.
+
+They run on the client's loop and say what went wrong with domain errors
+(`BookingNotFound`, `BookingEnded`, ...); `api/errors.py` alone turns those
+into HTTP answers.
+"""
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.contract import BookingRequest
+from shared import BookingState
+from workflows import BookingWorkflow
+
+log = logging.getLogger("api.bookings")
+
+START_RPC_TIMEOUT = timedelta(seconds=5)
+"""How long to wait for Temporal to accept a booking before answering 503."""
+
+QUERY_TIMEOUT = timedelta(seconds=5)
+"""How long a worker may take to answer the progress query."""
+
+RPC_TIMEOUT = timedelta(seconds=10)
+"""Any other single call to Temporal."""
+
+ID_TRIES = 5
+"""New suffixes to try when a user_id is already taken (a 1 in 10^6 clash)."""
+
+POLLER_FRESHNESS = timedelta(minutes=2)
+"""A worker seen polling this recently counts as ready (its polls last up to a minute)."""
+
+TRANSIENT = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+}
+"""RPC failures that say "not now" rather than "no": worth a retry later."""
+
+Handle = WorkflowHandle[BookingWorkflow, BookingState]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class BookingError(Exception):
+    """A booking operation that cannot be done; `user_id` names the booking, if known."""
+
+    def __init__(self, detail: str, user_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.user_id = user_id
+
+
+class BookingNotFound(BookingError):
+    """No booking has this id."""
+
+
+class BookingEnded(BookingError):
+    """The booking has ended: it can no longer be cancelled."""
+
+
+class KeyReused(BookingError):
+    """An Idempotency-Key already names a booking made with another request."""
+
+
+class NoWorker(BookingError):
+    """No worker polls the task queue, or none answered."""
+
+
+class TemporalUnavailable(BookingError):
+    """Temporal cannot be reached now."""
+
+
+def reaching_temporal(operation: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Report a failed connect of the lazily connected client as `TemporalUnavailable`."""
+
+    @wraps(operation)
+    async def reaching(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await operation(*args, **kwargs)
+        except RuntimeError as err:
+            # The SDK's bridge raises a bare RuntimeError when it cannot connect.
+            if not str(err).startswith("Failed client connect"):
+                raise
+            raise TemporalUnavailable("Temporal is unreachable; try again shortly") from err
+
+    return reaching
+
+
+@dataclass(frozen=True)
+class Bookings:
+    """The operations, bound to the process's client and the saga's task queue."""
+
+    client: Client
+    task_queue: str
+    new_user_id: Callable[[str], str]
+    """Makes a booking id from the traveller's name (starter.generate_unique_username)."""
+
+    @reaching_temporal
+    async def start(self, booking: BookingRequest, key: str | None) -> Handle:
+        """Start the saga, or with a known Idempotency-Key, find the one it started."""
+        if key is not None:
+            return await self._start_keyed(booking, key)
+        for _ in range(ID_TRIES):
+            try:
+                return await self._start(booking, self.new_user_id(booking.name))
+            except WorkflowAlreadyStartedError:
+                continue
+        raise RuntimeError(f"no free user_id for {booking.name!r} after {ID_TRIES} tries")
+
+    async def result(self, handle: Handle, wait: timedelta) -> BookingState | None:
+        """Return the saga's result if it ends within `wait`, else None.
+
+        Once the booking has started, no failure may reach the client as "try
+        again": a retry would book a second trip. A result that is late, or that
+        Temporal cannot deliver just now, is None; the caller answers 202.
+        """
+        try:
+            return await asyncio.wait_for(handle.result(), wait.total_seconds())
+        except (TimeoutError, RPCError) as err:
+            log.info("Booking %s still running or unreachable (%r): answering 202", handle.id, err)
+            return None
+
+    @reaching_temporal
+    async def status(self, user_id: str) -> BookingState | WorkflowExecutionStatus | None:
+        """Return a booking's state: its result once done, its progress while it runs.
+
+        A booking that ended without a result gives its execution status instead.
+        """
+        handle, status = await self._find(user_id)
+        if status == WorkflowExecutionStatus.COMPLETED:
+            return await handle.result()
+        if status != WorkflowExecutionStatus.RUNNING:
+            return status
+        try:
+            return await handle.query(BookingWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
+        except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
+            # No worker, or one that cannot answer (say, mid-deploy): not now.
+            raise NoWorker("no worker answered; try again shortly") from err
+
+    @reaching_temporal
+    async def cancel(self, user_id: str) -> str:
+        """Ask a running booking to cancel (its undos run); return its id."""
+        handle, status = await self._find(user_id)
+        ended = BookingEnded(f"booking {user_id} has already ended", user_id)
+        if status != WorkflowExecutionStatus.RUNNING:
+            raise ended
+        try:
+            await handle.cancel(rpc_timeout=RPC_TIMEOUT)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:  # it ended since we looked
+                raise ended from None
+            raise
+        return handle.id
+
+    @reaching_temporal
+    async def workers(self) -> int:
+        """Return how many workers poll the task queue now; `NoWorker` if none."""
+        response = await self.client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self.client.namespace,
+                task_queue=TaskQueue(name=self.task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+        now = datetime.now(UTC)
+        fresh = [
+            poller
+            for poller in response.pollers
+            if now - poller.last_access_time.ToDatetime(UTC) < POLLER_FRESHNESS
+        ]
+        if not fresh:
+            raise NoWorker(f"no worker polls task queue {self.task_queue!r}")
+        return len(fresh)
+
+    async def _find(self, user_id: str) -> tuple[Handle, WorkflowExecutionStatus | None]:
+        missing = BookingNotFound(f"no booking {user_id!r}")
+        if not user_id.isprintable() or len(user_id) > 255:
+            raise missing
+        handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
+        try:
+            description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                raise missing from None
+            raise
+        if description.workflow_type != "BookingWorkflow":
+            raise missing
+        return handle, description.status
+
+    async def _start_keyed(self, booking: BookingRequest, key: str) -> Handle:
+        """Start the booking the key names; a repeat (even a concurrent one) gets the same."""
+        user_id = keyed_booking_id(key)
+        try:
+            return await self._start(booking, user_id, fingerprint(booking))
+        except WorkflowAlreadyStartedError:
+            pass
+        handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
+        memo = await (await handle.describe(rpc_timeout=RPC_TIMEOUT)).memo()
+        if memo.get("request") != fingerprint(booking):
+            raise KeyReused("this Idempotency-Key was used with a different request", user_id)
+        return handle
+
+    async def _start(
+        self, booking: BookingRequest, user_id: str, request_digest: str | None = None
+    ) -> Handle:
+        try:
+            return await self.client.start_workflow(
+                BookingWorkflow.run,
+                booking.to_input(user_id),
+                id=user_id,
+                task_queue=self.task_queue,
+                # A user_id names one booking for as long as Temporal keeps it.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                memo={"request": request_digest} if request_digest else None,
+                static_summary=f"Trip for {booking.name}",
+                static_details=f"Car {booking.car}, hotel {booking.hotel}, "
+                f"flight {booking.flight}; up to {booking.attempts} attempts a step",
+                rpc_timeout=START_RPC_TIMEOUT,
+            )
+        except RPCError as err:
+            if err.status not in TRANSIENT:
+                raise
+            # The start may have reached Temporal with only its answer lost: the
+            # id, chosen before the call, tells. Not found: safe to retry (503).
+            handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
+            try:
+                await handle.describe(rpc_timeout=RPC_TIMEOUT)
+            except RPCError:
+                raise err from None
+            return handle
+
+
+def keyed_booking_id(key: str) -> str:
+    """Return the booking id an Idempotency-Key names.
+
+    Made from the key alone, so a repeat finds its booking whatever body it sends.
+    """
+    return f"trip-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def fingerprint(booking: BookingRequest) -> str:
+    """Return a digest of the request, to tell a repeat from a different request."""
+    canonical = json.dumps(booking.model_dump(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

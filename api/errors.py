@@ -1,0 +1,123 @@
+"""The one place where failures become answers: RFC 9457 problem details.
+
+Domain errors (`api.bookings`, `api.inputs`), HTTP errors and the SDK's own
+errors each map to one status here; no traceback reaches a client.
+"""
+
+import logging
+from http import HTTPStatus
+
+from flask import Blueprint, Response, request
+from temporalio.client import WorkflowFailureError
+from temporalio.service import RPCError
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound
+
+from api.bookings import (
+    TRANSIENT,
+    BookingEnded,
+    BookingError,
+    BookingNotFound,
+    KeyReused,
+    NoWorker,
+    TemporalUnavailable,
+)
+from api.contract import PROBLEM, Problem
+from api.inputs import InvalidRequest
+from api.presenters import send
+
+log = logging.getLogger("api.errors")
+
+blueprint = Blueprint("errors", __name__)
+
+STATUS: dict[type[BookingError], HTTPStatus] = {
+    BookingNotFound: HTTPStatus.NOT_FOUND,
+    BookingEnded: HTTPStatus.CONFLICT,
+    KeyReused: HTTPStatus.UNPROCESSABLE_ENTITY,
+    NoWorker: HTTPStatus.SERVICE_UNAVAILABLE,
+    TemporalUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+
+RETRY_AFTER = {"Retry-After": "5"}
+"""Sent with every 503: when to ask again."""
+
+UNREACHABLE = "Temporal is unreachable; try again shortly"
+
+
+def problem(
+    status: int,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    *,
+    fields: dict[str, str] | None = None,
+    user_id: str | None = None,
+) -> Response:
+    """Return an RFC 9457 problem details answer: the one shape of every error."""
+    body = Problem(
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.path,
+        fields=fields,
+        user_id=user_id,
+    )
+    response = send(body)
+    response.status_code = status
+    response.mimetype = PROBLEM
+    if status == HTTPStatus.SERVICE_UNAVAILABLE:
+        response.headers.update(RETRY_AFTER)
+    response.headers.update(headers or {})
+    return response
+
+
+@blueprint.app_errorhandler(BookingError)
+def booking_error(err: BookingError) -> Response:
+    """Answer a booking operation that cannot be done."""
+    if isinstance(err, TemporalUnavailable):
+        log.warning("Cannot connect to Temporal: %s", err.__cause__ or err)
+    return problem(STATUS[type(err)], err.detail, user_id=err.user_id)
+
+
+@blueprint.app_errorhandler(InvalidRequest)
+def invalid_request(err: InvalidRequest) -> Response:
+    """Answer a request that cannot be a booking: 400, naming each field."""
+    return problem(HTTPStatus.BAD_REQUEST, err.detail, fields=err.fields)
+
+
+@blueprint.app_errorhandler(HTTPException)
+def http_error(err: HTTPException) -> Response:
+    """Answer Flask's own: no such path, wrong method, body too large, not JSON."""
+    headers = dict(err.get_headers()[1:])  # keeps Allow on a 405
+    detail = err.description or err.name
+    if isinstance(err, BadRequest) and not isinstance(err, NotFound):
+        detail = "the body is not valid JSON"
+    return problem(err.code or 500, detail, headers)
+
+
+@blueprint.app_errorhandler(TimeoutError)
+def no_answer(err: TimeoutError) -> Response:
+    """Answer a request that outlived its deadline on the client's loop."""
+    log.warning("No answer from Temporal in time: %s", err)
+    return problem(HTTPStatus.SERVICE_UNAVAILABLE, UNREACHABLE)
+
+
+@blueprint.app_errorhandler(RPCError)
+def temporal_refused(err: RPCError) -> Response:
+    """Answer a call Temporal did not take: "not now" (503) or "no" (502)."""
+    log.warning("Temporal call failed: %s (%s)", err.message, err.status.name)
+    if err.status in TRANSIENT:
+        return problem(HTTPStatus.SERVICE_UNAVAILABLE, UNREACHABLE)
+    return problem(HTTPStatus.BAD_GATEWAY, f"Temporal refused the call: {err.message}")
+
+
+@blueprint.app_errorhandler(WorkflowFailureError)
+def workflow_failed(err: WorkflowFailureError) -> Response:
+    """Answer a booking whose workflow failed instead of returning a result."""
+    log.error("Booking workflow failed: %s", err.cause)
+    return problem(HTTPStatus.BAD_GATEWAY, "the booking workflow failed; see the Temporal Web UI")
+
+
+@blueprint.app_errorhandler(Exception)
+def unexpected(err: Exception) -> Response:
+    """Answer anything else: logged with its traceback, answered without it."""
+    log.exception("Unhandled error")
+    return problem(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")

@@ -1,0 +1,92 @@
+"""How a booking is shown: a `BookingState` as the documented JSON."""
+
+from flask import Response, jsonify, url_for
+from pydantic import BaseModel
+from temporalio.client import WorkflowExecutionStatus
+
+from api.contract import (
+    BookingAccepted,
+    BookingStatus,
+    LegView,
+    StatusName,
+    TripBooked,
+    TripCancelled,
+    TripResult,
+    UndoDone,
+)
+from shared import BookingState, Leg, Outcome
+
+ENDED_WITHOUT_RESULT: dict[WorkflowExecutionStatus | None, StatusName] = {
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "timed out",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+}
+"""How a booking that ended without a result shows; anything else is "failed"."""
+
+FINAL = {Outcome.CONFIRMED, Outcome.CANCELLED}
+
+
+def trip_result(state: BookingState) -> TripResult:
+    """Return the tutorial's JSON for a finished booking, plus the details."""
+    if state.cancelled:
+        return TripCancelled(
+            user_id=state.user_id,
+            cancelled=True,
+            result="Voyage cancelled",
+            reason=state.reason,
+            failed_step=state.failed_leg,
+            compensations=[
+                UndoDone(step=c.leg, outcome=c.outcome, error=c.error) for c in state.compensations
+            ],
+        )
+    items = {leg: state.leg(leg).item_id for leg in Leg}
+    return TripBooked(
+        user_id=state.user_id,
+        cancelled=False,
+        car=f"Car: {items[Leg.CAR]}",
+        hotel=f"Hotel: {items[Leg.HOTEL]}",
+        flight=f"Flight: {items[Leg.FLIGHT]}",
+        result=" ".join(f"Booked {leg}: {item}" for leg, item in items.items()),
+    )
+
+
+def status_view(state: BookingState) -> BookingStatus:
+    """Return a booking's state as `GET /bookings/<id>` shows it.
+
+    The result is shown as soon as the outcome is final, which the progress
+    query can report a moment before the workflow has closed.
+    """
+    undone = {c.leg: c for c in state.compensations}
+    legs = {}
+    for leg in state.legs:
+        undo = undone.get(leg.leg)
+        legs[leg.leg] = LegView(
+            item=leg.item_id,
+            state=undo.outcome.value if undo else leg.status.value,
+            reservation_id=leg.reservation_id,
+            error=undo.error if undo else leg.error,
+        )
+    return BookingStatus(
+        user_id=state.user_id,
+        status=state.outcome.value,
+        legs=legs,
+        result=trip_result(state) if state.outcome in FINAL else None,
+    )
+
+
+def ended_view(user_id: str, status: WorkflowExecutionStatus | None) -> BookingStatus:
+    """Return a booking that ended without a result (terminated, say) as the status shows it."""
+    return BookingStatus(user_id=user_id, status=ENDED_WITHOUT_RESULT.get(status, "failed"))
+
+
+def accepted(user_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Return a 202 pointing at the booking's status."""
+    status_url = url_for("bookings.get_booking", user_id=user_id)
+    body = BookingAccepted(user_id=user_id, status="in progress", status_url=status_url)
+    return send(body), 202, {"Location": status_url}
+
+
+def send(model: BaseModel) -> Response:
+    """Return a model as JSON, leaving out fields it does not have."""
+    return jsonify(model.model_dump(mode="json", exclude_none=True))

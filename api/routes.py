@@ -1,0 +1,88 @@
+"""The routes beyond the tutorial's `POST /book`: follow, cancel, health, contract."""
+
+from typing import cast
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from api.bookings import Bookings
+from api.contract import (
+    ACCEPTED,
+    BOOKING_PROBLEMS,
+    IDEMPOTENCY_KEY,
+    Answer,
+    BookingAccepted,
+    BookingRequest,
+    BookingStatus,
+    Health,
+    openapi_document,
+    operation,
+)
+from api.inputs import idempotency_key, read_booking
+from api.presenters import accepted, ended_view, send, status_view
+from shared import BookingState
+
+blueprint = Blueprint("bookings", __name__)
+
+
+def current_bookings() -> Bookings:
+    """Return the app's Temporal operations (`create_app` puts them there)."""
+    return cast(Bookings, current_app.extensions["bookings"])
+
+
+@blueprint.post("/bookings")
+@operation(
+    "startBooking",
+    {202: ACCEPTED},
+    problems=BOOKING_PROBLEMS,
+    body=BookingRequest,
+    headers=(IDEMPOTENCY_KEY,),
+)
+async def start_booking() -> tuple[Response, int, dict[str, str]]:
+    """Start a booking and answer at once."""
+    booking, key = read_booking(), idempotency_key()
+    handle = await current_bookings().start(booking, key)
+    return accepted(handle.id)
+
+
+@blueprint.get("/bookings/<user_id>")
+@operation("getBooking", {200: Answer("the booking", BookingStatus)}, problems=(404, 502, 503))
+async def get_booking(user_id: str) -> Response:
+    """Show a booking's legs while it runs, and its result once done."""
+    found = await current_bookings().status(user_id)
+    if isinstance(found, BookingState):
+        return send(status_view(found))
+    return send(ended_view(user_id, found))
+
+
+@blueprint.post("/bookings/<user_id>/cancel")
+@operation(
+    "cancelBooking",
+    {202: Answer("cancellation requested", BookingAccepted, ("Location",))},
+    problems=(404, 409, 502, 503),
+)
+async def cancel_booking(user_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Cancel a running booking: its registered undos run."""
+    return accepted(await current_bookings().cancel(user_id))
+
+
+@blueprint.get("/healthz")
+@operation("health", {200: Answer("alive", Health)})
+def healthz() -> Response:
+    """Answer while the API process is alive."""
+    return send(Health(status="ok"))
+
+
+@blueprint.get("/readyz")
+@operation("ready", {200: Answer("ready", Health)}, problems=(502, 503))
+async def readyz() -> Response:
+    """Answer when Temporal is reachable and a worker polls the task queue."""
+    return send(Health(status="ready", workers=await current_bookings().workers()))
+
+
+@blueprint.get("/openapi.json")
+@operation("openapi", {200: Answer("OpenAPI 3.1")})
+def openapi() -> Response:
+    """Serve the OpenAPI document."""
+    if "openapi" not in current_app.extensions:
+        current_app.extensions["openapi"] = openapi_document(current_app)
+    return jsonify(current_app.extensions["openapi"])

@@ -1,0 +1,42 @@
+"""The API process's settings, read from the environment."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from config import number_from_env, port_from_env
+from shared import TASK_QUEUE_NAME
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Where the HTTP API listens, where it sends bookings, and how it is served."""
+
+    host: str = "127.0.0.1"
+    port: int = 3000
+    task_queue: str = TASK_QUEUE_NAME
+    book_wait_seconds: float = 30.0
+    """How long `POST /book` waits for the saga's end before answering 202."""
+    processes: int = 1
+    """gunicorn worker processes, each with its own Temporal client."""
+    threads: int = 16
+    """Request threads per process."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "ApiSettings":
+        """Read HOST, PORT, TEMPORAL_TASK_QUEUE, BOOK_WAIT_SECONDS, WEB_CONCURRENCY, API_THREADS."""
+        return cls(
+            host=env.get("HOST", cls.host),
+            port=port_from_env(env, "PORT", cls.port),
+            task_queue=env.get("TEMPORAL_TASK_QUEUE", cls.task_queue),
+            book_wait_seconds=number_from_env(
+                env, "BOOK_WAIT_SECONDS", float, cls.book_wait_seconds, low=0.1, high=3600
+            ),
+            processes=number_from_env(env, "WEB_CONCURRENCY", int, cls.processes, low=1, high=64),
+            threads=number_from_env(env, "API_THREADS", int, cls.threads, low=1, high=256),
+        )
+
+    @property
+    def request_timeout(self) -> float:
+        """Seconds a request may take at most: `POST /book`'s wait, and room to start."""
+        return self.book_wait_seconds + 30

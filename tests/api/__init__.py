@@ -1,0 +1,1 @@
+"""Tests of the API package, a module per module."""

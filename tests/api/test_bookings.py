@@ -1,0 +1,67 @@
+"""`api/bookings.py`: Idempotency-Keys name one booking, against a real Temporal server."""
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from flask.testing import FlaskClient
+from temporalio.client import Client
+
+from activities import BookingActivities
+from api.bookings import keyed_booking_id
+from api.loop import ClientLoop
+from tests.support.trips import JOHN, final_status
+from tests.support.workers import held_by
+
+ONE_EACH = {"car": 1, "hotel": 1, "flight": 1}
+
+
+def test_same_idempotency_key_twice_is_one_booking(
+    http: FlaskClient, activities: BookingActivities, client_loop: ClientLoop, api_client: Client
+) -> None:
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+
+    first = http.post("/bookings", json=JOHN, headers=key).get_json()
+    final_status(http, first["status_url"])
+    again = http.post("/bookings", json=JOHN, headers=key).get_json()
+    book = http.post("/book", json=JOHN, headers=key)
+
+    assert first["user_id"] == again["user_id"] == book.get_json()["user_id"]
+    assert first["user_id"] == keyed_booking_id(key["Idempotency-Key"])
+    assert book.status_code == 200
+    assert held_by(activities, first["user_id"]) == ONE_EACH
+
+    query = f"WorkflowId = '{first['user_id']}'"
+    assert client_loop.run(api_client.count_workflows(query)).count == 1
+
+
+def test_same_idempotency_key_with_another_body_is_422(http: FlaskClient) -> None:
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = http.post("/bookings", json=JOHN, headers=key).get_json()
+
+    response = http.post("/bookings", json={**JOHN, "car": "other-car"}, headers=key)
+
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["user_id"] == first["user_id"]
+
+
+def test_concurrent_duplicates_make_one_booking(
+    http: FlaskClient, activities: BookingActivities
+) -> None:
+    key = {"Idempotency-Key": f'"{uuid.uuid4()}"'}  # quoted, as a structured-field string
+    barrier = threading.Barrier(10)
+
+    def send(_: int) -> tuple[int, str]:
+        barrier.wait()
+        response = http.post("/bookings", json=JOHN, headers=key)
+        return response.status_code, response.get_json()["user_id"]
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = set(pool.map(send, range(10)))
+
+    assert len(answers) == 1
+    status, user_id = answers.pop()
+    assert status == 202
+    final_status(http, f"/bookings/{user_id}")
+    assert held_by(activities, user_id) == ONE_EACH

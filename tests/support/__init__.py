@@ -1,0 +1,1 @@
+"""Helpers for the tests, by purpose: trips, workers, histories, calls, browser."""

@@ -1,0 +1,60 @@
+"""What the API's Temporal client did: every call it made, and the thread each ran on."""
+
+import threading
+from typing import Any
+
+from temporalio.client import (
+    CancelWorkflowInput,
+    DescribeWorkflowInput,
+    FetchWorkflowHistoryEventsInput,
+    Interceptor,
+    OutboundInterceptor,
+    QueryWorkflowInput,
+    StartWorkflowInput,
+    WorkflowExecutionDescription,
+    WorkflowHandle,
+    WorkflowHistoryEventAsyncIterator,
+)
+
+
+class CallRecorder(Interceptor):
+    """A client interceptor counting the calls the API makes, and recording their threads."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.threads: set[str] = set()
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _Recording(next, self)
+
+    def record(self) -> None:
+        self.calls += 1
+        self.threads.add(threading.current_thread().name)
+
+
+class _Recording(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, recorder: CallRecorder) -> None:
+        super().__init__(next)
+        self.recorder = recorder
+
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        self.recorder.record()
+        return await super().start_workflow(input)
+
+    async def describe_workflow(self, input: DescribeWorkflowInput) -> WorkflowExecutionDescription:
+        self.recorder.record()
+        return await super().describe_workflow(input)
+
+    async def query_workflow(self, input: QueryWorkflowInput) -> Any:
+        self.recorder.record()
+        return await super().query_workflow(input)
+
+    async def cancel_workflow(self, input: CancelWorkflowInput) -> None:
+        self.recorder.record()
+        return await super().cancel_workflow(input)
+
+    def fetch_workflow_history_events(
+        self, input: FetchWorkflowHistoryEventsInput
+    ) -> WorkflowHistoryEventAsyncIterator:
+        self.recorder.record()
+        return super().fetch_workflow_history_events(input)

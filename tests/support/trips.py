@@ -1,0 +1,82 @@
+"""Trips to book: the tutorial's two request bodies, workflow inputs, a held airline,
+and following a booking over HTTP to its end."""
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from flask.testing import FlaskClient
+from temporalio import activity
+
+from activities import BookingActivities
+from shared import BookVacationInput, Reservation
+
+JOHN = {
+    "name": "John Doe",
+    "attempts": 5,
+    "car": "valid-car-id",
+    "hotel": "valid-hotel-id",
+    "flight": "valid-flight-id",
+}
+"""The tutorial's first request body: a trip that books."""
+
+JANE = {**JOHN, "name": "Jane Smith", "attempts": 3, "hotel": "invalid-hotel-id"}
+"""The tutorial's second: the hotel is rejected, the car given back."""
+
+
+def trip(
+    *,
+    car: str = "valid-car-id",
+    hotel: str = "valid-hotel-id",
+    flight: str = "valid-flight-id",
+    attempts: int = 5,
+    undo_attempts: int = 10,
+    parallel_undo: bool = False,
+) -> BookVacationInput:
+    return BookVacationInput(
+        attempts=attempts,
+        book_user_id=f"test-{uuid.uuid4()}",
+        book_car_id=car,
+        book_hotel_id=hotel,
+        book_flight_id=flight,
+        undo_attempts=undo_attempts,
+        parallel_undo=parallel_undo,
+    )
+
+
+class Gate:
+    """Holds a provider's answer until the test opens it."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.opened = asyncio.Event()
+
+    async def hold(self) -> None:
+        """Say the call has arrived, then wait for the test to let it answer."""
+        self.reached.set()
+        await self.opened.wait()
+
+
+class GatedFlight(BookingActivities):
+    """The airline answers only when the test opens its gate."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.gate = Gate()
+
+    @activity.defn(name="book_flight")
+    async def book_flight(self, book_input: BookVacationInput) -> Reservation:
+        await self.gate.hold()
+        return await super().book_flight(book_input)
+
+
+def final_status(http: FlaskClient, url: str) -> dict[str, Any]:
+    """Poll a booking's status URL until the booking has ended."""
+    deadline = time.monotonic() + 30
+    while True:
+        body: dict[str, Any] = http.get(url).get_json()
+        if body["status"] in ("confirmed", "cancelled"):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)

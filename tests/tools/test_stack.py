@@ -1,0 +1,145 @@
+"""`make run` (`tools/stack.py`) as a user runs it: ready means every URL answers;
+the README's curls give the JSON shown; Ctrl-C leaves nothing behind."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.processes import Output, spawn
+from tools.processes import ROOT, free_port, port_in_use
+
+README = (ROOT / "README.md").read_text()
+EXAMPLE = re.compile(r"```bash\n(curl [^`]*?)```\s*\n(?:[^`]*?\n)?```json\n(.*?)```", re.DOTALL)
+BOOKING_ID = re.compile(r"^([a-z-]+-\d{6}|trip-[0-9a-f]{16})$")
+
+
+def readme_examples() -> list[tuple[str, str]]:
+    """Return each curl command of the README with the JSON text shown after it."""
+    examples = EXAMPLE.findall(README)
+    assert len(examples) == 4, "the tutorial's two requests, then /bookings and its status"
+    return examples
+
+
+def same_shape(documented: Any, answer: Any) -> bool:
+    """Compare JSON; a reservation id only needs the documented shape, as ids grow."""
+    if isinstance(documented, dict) and isinstance(answer, dict):
+        return documented.keys() == answer.keys() and all(
+            re.fullmatch(r"[a-z]+-\d+", str(answer[k])) is not None
+            if k == "reservation_id"
+            else same_shape(documented[k], answer[k])
+            for k in documented
+        )
+    return bool(documented == answer)
+
+
+def run_example(command: str, documented: str, port: int, ids: dict[str, str]) -> None:
+    """Run a README command until it answers the JSON shown (a status may take a moment)."""
+    for shown, actual in ids.items():
+        command = command.replace(shown, actual)
+    command = command.replace("localhost:3000", f"localhost:{port}")
+    deadline = time.monotonic() + 30
+    while True:
+        run = subprocess.run(["bash", "-c", command], capture_output=True, check=True)
+        answer = json.loads(run.stdout)
+        shown_id = json.loads(documented)["user_id"]
+        if shown_id not in ids:
+            assert BOOKING_ID.match(answer["user_id"])
+            prefix = shown_id.rsplit("-", 1)[0]
+            assert answer["user_id"].startswith(prefix)
+            ids[shown_id] = answer["user_id"]
+        expected = documented
+        for shown, actual in ids.items():
+            expected = expected.replace(shown, actual)
+        if same_shape(json.loads(expected), answer):
+            return
+        assert time.monotonic() < deadline, f"{command}\nanswered {answer}"
+        time.sleep(0.2)
+
+
+def descendants(pid: int) -> set[int]:
+    """Return the process ids below `pid`."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@contextmanager
+def make_run(env: dict[str, str]) -> Iterator[Output]:
+    """Run `make run`, then press Ctrl-C; check that nothing is left behind."""
+    process, output = spawn(["make", "--no-print-directory", "run"], env)
+    children: set[int] = set()
+    try:
+        output.wait_for("ready: API")
+        children = descendants(process.pid)
+        yield output
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+        output.wait_for("stack | stopped", timeout=5)
+    assert len(children) >= 4, f"expected the supervisor and three children, saw {children}"
+    assert not [pid for pid in children if alive(pid)]
+
+
+def get_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return dict(json.load(response))
+
+
+@pytest.mark.timeout(240)
+def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    api, grpc, ui = free_port(), free_port(), free_port()
+    env = {
+        "PORT": str(api),
+        "TEMPORAL_PORT": str(grpc),
+        "TEMPORAL_UI_PORT": str(ui),
+        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
+        "PROVIDERS_DIR": str(tmp_path / "providers"),
+        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
+    ids: dict[str, str] = {}
+    with make_run(env):
+        for command, documented in readme_examples():
+            run_example(command, documented, api, ids)
+    user_ids = list(ids.values())
+
+    assert not [port for port in (api, grpc, ui) if port_in_use(port)]
+
+    # The runs are kept in the SQLite file, and the Web UI shows them after a restart.
+    with make_run(env):
+        listing = get_json(f"http://127.0.0.1:{ui}/api/v1/namespaces/default/workflows")
+    shown = {run["execution"]["workflowId"]: run for run in listing["executions"]}  # type: ignore[attr-defined]
+    assert set(user_ids) <= set(shown)
+    assert {shown[user_id]["type"]["name"] for user_id in user_ids} == {"BookingWorkflow"}

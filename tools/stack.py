@@ -1,0 +1,175 @@
+"""The local stack behind `make run`: dev server, worker and API in one terminal.
+
+Starts the Temporal dev server (persisted to a SQLite file), waits until it
+and its Web UI answer, then starts the worker and the API with labelled
+output, and says "ready" once every URL it prints answers. Ctrl-C or SIGTERM
+stops them in the order that loses nothing: the API first, then the worker
+(which drains its activities), then the server.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from api.settings import ApiSettings
+from config import ConfigError, port_from_env
+from tools.processes import (
+    ROOT,
+    ServerSettings,
+    answers,
+    die_with_parent,
+    port_in_use,
+    server_serving,
+    wait_until,
+)
+
+STOP_TIMEOUTS = {"api": 10.0, "worker": 20.0, "server": 10.0}
+"""Seconds each process gets after SIGTERM before SIGKILL, in stopping order."""
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """The dev server's ports and file, and where the API listens."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "StackSettings":
+        """Read TEMPORAL_PORT, TEMPORAL_UI_PORT, TEMPORAL_DB_FILE, and the API's settings."""
+        default = ServerSettings()
+        server = ServerSettings(
+            grpc_port=port_from_env(env, "TEMPORAL_PORT", default.grpc_port),
+            ui_port=port_from_env(env, "TEMPORAL_UI_PORT", default.ui_port),
+            db_file=Path(env.get("TEMPORAL_DB_FILE", default.db_file)),
+        )
+        return cls(server, ApiSettings.from_env(env))
+
+    @property
+    def api_url(self) -> str:
+        """Return where the API answers locally (a wildcard bind answers on loopback)."""
+        host = "127.0.0.1" if self.api.host in ("0.0.0.0", "", "::") else self.api.host
+        return f"http://{host}:{self.api.port}"
+
+
+class Stack:
+    """The three child processes and their labelled output."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.children: dict[str, subprocess.Popen[str]] = {}
+        self.relays: list[threading.Thread] = []
+        self.env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": settings.server.address,
+            "PORT": str(settings.api.port),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start(self, name: str, command: list[str]) -> None:
+        """Start a child in its own session, so Ctrl-C reaches only us."""
+        child = subprocess.Popen(
+            die_with_parent(command),
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.children[name] = child
+        relay = threading.Thread(target=self._relay, args=(name, child), daemon=True)
+        relay.start()
+        self.relays.append(relay)
+
+    def _relay(self, name: str, child: subprocess.Popen[str]) -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            print(f"{name:>6} | {line}", end="", flush=True)
+
+    def exited(self) -> str | None:
+        """Return the name of a child that has exited, if any."""
+        return next((n for n, c in self.children.items() if c.poll() is not None), None)
+
+    def stop(self) -> None:
+        """Stop the children in order: API, worker, server."""
+        for name, timeout in STOP_TIMEOUTS.items():
+            child = self.children.get(name)
+            if child is None or child.poll() is not None:
+                continue
+            os.killpg(child.pid, signal.SIGTERM)  # its group: anything it started too
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                print(f"{name:>6} | did not stop in {timeout:.0f} s; killing it", flush=True)
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        for relay in self.relays:
+            relay.join(timeout=2)  # print the last lines before "stopped"
+
+
+def start_all(stack: Stack, stop: threading.Event) -> None:
+    """Start the server, worker and API; return once each answers as it will be used."""
+    server = stack.settings.server
+    stack.start("server", server.command())
+    wait_until(
+        partial(server_serving, server.address), stack.children["server"], "the server", stop
+    )
+    # The Web UI serves its page before its API can reach the server: wait for the API.
+    wait_until(partial(answers, server.ui_api), stack.children["server"], "the Web UI", stop)
+    stack.start("worker", [sys.executable, "run_worker.py"])
+    stack.start("api", [sys.executable, "starter.py"])
+    # Ready: Temporal reachable through the API and a worker polling the task queue.
+    ready = partial(answers, f"{stack.settings.api_url}/readyz")
+    wait_until(ready, stack.children["api"], "the API", stop)
+
+
+def main() -> int:
+    """Run the stack until Ctrl-C or SIGTERM; return the exit status."""
+    try:
+        settings = StackSettings.from_env()
+    except ConfigError as err:
+        print(f"make run: {err}", file=sys.stderr)
+        return 2
+    ports = (settings.server.grpc_port, settings.server.ui_port, settings.api.port)
+    if busy := [port for port in ports if port_in_use(port)]:
+        print(f"port(s) {busy} already in use: is another `make run` going?", file=sys.stderr)
+        return 1
+    settings.server.db_file.parent.mkdir(parents=True, exist_ok=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    stack = Stack(settings)
+    status = 0
+    try:
+        start_all(stack, stop)
+        print(
+            f" stack | ready: API http://127.0.0.1:{settings.api.port}/book, "
+            f"Web UI http://localhost:{settings.server.ui_port}; Ctrl-C stops all",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            if failed := stack.exited():
+                print(f" stack | {failed} exited; stopping the rest", flush=True)
+                status = 1
+                break
+    except SystemExit as err:
+        print(f" stack | {err}", file=sys.stderr, flush=True)
+        status = 0 if stop.is_set() else 1
+    finally:
+        stack.stop()
+    print(" stack | stopped", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
