@@ -236,7 +236,7 @@ class ProviderStore:
 
     def _connection(self) -> sqlite3.Connection:
         # One connection per thread, kept: opening one per call cost the worker
-        # a tenth of its CPU (bench.py --profile). Never shared between threads.
+        # a tenth of its CPU (make bench BENCH_ARGS=--profile). Never shared between threads.
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)

@@ -57,6 +57,8 @@ TRANSIENT = {
 }
 """RPC failures that say "not now" rather than "no": worth a retry later."""
 
+UNREACHABLE = "Temporal is unreachable; try again shortly"
+
 Handle = WorkflowHandle[BookingWorkflow, BookingState]
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -102,7 +104,7 @@ def reaching_temporal(operation: Callable[P, Awaitable[T]]) -> Callable[P, Await
             # The SDK's bridge raises a bare RuntimeError when it cannot connect.
             if not str(err).startswith("Failed client connect"):
                 raise
-            raise TemporalUnavailable("Temporal is unreachable; try again shortly") from err
+            raise TemporalUnavailable(UNREACHABLE) from err
 
     return reaching
 

@@ -7,6 +7,7 @@ the same models as schemas, so neither a route nor a model can drift from
 the document.
 """
 
+import re
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -231,6 +232,8 @@ class Answer:
 
 ACCEPTED = Answer("the booking has started; see Location", BookingAccepted, ("Location",))
 
+TRIP = Answer("the trip was booked, or cancelled and undone", (TripBooked, TripCancelled))
+
 
 @dataclass(frozen=True)
 class Operation:
@@ -305,7 +308,7 @@ def openapi_document(app: Flask) -> dict[str, Any]:
         declared = _OPERATIONS.get(app.view_functions[rule.endpoint])
         if declared is None:
             continue
-        path = rule.rule.replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)  # <int:n> is {n}
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             paths.setdefault(path, {})[method.lower()] = declared.to_openapi(sorted(rule.arguments))
     return {

@@ -14,6 +14,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
 from api.bookings import (
     TRANSIENT,
+    UNREACHABLE,
     BookingEnded,
     BookingError,
     BookingNotFound,
@@ -39,8 +40,6 @@ STATUS: dict[type[BookingError], HTTPStatus] = {
 
 RETRY_AFTER = {"Retry-After": "5"}
 """Sent with every 503: when to ask again."""
-
-UNREACHABLE = "Temporal is unreachable; try again shortly"
 
 
 def problem(
@@ -74,7 +73,8 @@ def booking_error(err: BookingError) -> Response:
     """Answer a booking operation that cannot be done."""
     if isinstance(err, TemporalUnavailable):
         log.warning("Cannot connect to Temporal: %s", err.__cause__ or err)
-    return problem(STATUS[type(err)], err.detail, user_id=err.user_id)
+    status = next((STATUS[kind] for kind in type(err).__mro__ if kind in STATUS), None)
+    return problem(status or HTTPStatus.INTERNAL_SERVER_ERROR, err.detail, user_id=err.user_id)
 
 
 @blueprint.app_errorhandler(InvalidRequest)

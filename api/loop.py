@@ -43,27 +43,48 @@ class ClientLoop:
 
         The task is created from this thread, so it runs in a copy of this
         thread's context variables (asyncio copies them on each hand-off):
-        Flask's request and app contexts come along.
+        Flask's request and app contexts come along. Past `timeout`, the
+        task is cancelled and `TimeoutError` raised.
         """
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError("ClientLoop.run called on its own loop: await instead")
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            if future.done():  # the coroutine's own TimeoutError, not ours
+                raise
             future.cancel()
-            raise TimeoutError(f"no answer within {timeout:.0f} s") from None
+            raise TimeoutError(f"no answer within {timeout} s") from None
 
     def close(self) -> None:
-        """Stop the loop and its thread."""
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
+        """Cancel what still runs on the loop, then stop and close it."""
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(_cancel_all(), self.loop).result(timeout=5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+        self.loop.close()
+
+
+async def _cancel_all() -> None:
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class ClientLoopFlask(Flask):
-    """Flask, running every async view as a task on the client's loop."""
+    """Flask, running every async view as a task on the client's loop.
+
+    `ASYNC_VIEW_TIMEOUT` in its config bounds how long a request waits for
+    its view (60 s unless set).
+    """
 
     def __init__(self, import_name: str, client_loop: ClientLoop, **options: Any) -> None:
         super().__init__(import_name, **options)
         self.client_loop = client_loop
+        self.config.setdefault("ASYNC_VIEW_TIMEOUT", 60.0)
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Return `func` as it is if synchronous; else a function running it on the loop."""
@@ -76,7 +97,7 @@ class ClientLoopFlask(Flask):
                 # Read the body here, on the request's thread (it is cached for
                 # the view): the loop must never wait on a client's socket.
                 request.get_data()
-            timeout = self.config.get("ASYNC_VIEW_TIMEOUT")
+            timeout = self.config["ASYNC_VIEW_TIMEOUT"]
             return self.client_loop.run(func(*args, **kwargs), timeout)
 
         return on_client_loop

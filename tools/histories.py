@@ -2,8 +2,10 @@
 
 Run it after a deliberate change to the workflow's commands (and only then),
 and commit the new files together with the change, saying why in the commit.
+It records what the replay tests check, so it reuses the tests' helpers.
 """
 
+import argparse
 import asyncio
 import json
 import tempfile
@@ -60,4 +62,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     asyncio.run(main())

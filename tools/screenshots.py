@@ -1,4 +1,10 @@
-"""Re-take the README's picture of a compensated booking: `make screenshots`."""
+"""Re-take the README's picture of a compensated booking: `make screenshots`.
+
+Like `tools/histories.py`, it records what a test checks, so it reuses the
+tests' helpers (`tests/support/`): the one place where tools use the tests.
+"""
+
+import argparse
 
 from tests.support.browser import chromium_or_skip, compensated_booking, run_page
 from tools.processes import ROOT
@@ -15,4 +21,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     main()

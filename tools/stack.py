@@ -7,6 +7,7 @@ stops them in the order that loses nothing: the API first, then the worker
 (which drains its activities), then the server.
 """
 
+import argparse
 import os
 import signal
 import subprocess
@@ -55,7 +56,7 @@ class StackSettings:
     def api_url(self) -> str:
         """Return where the API answers locally (a wildcard bind answers on loopback)."""
         host = "127.0.0.1" if self.api.host in ("0.0.0.0", "", "::") else self.api.host
-        return f"http://{host}:{self.api.port}"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.api.port}"
 
 
 class Stack:
@@ -131,8 +132,12 @@ def start_all(stack: Stack, stop: threading.Event) -> None:
     wait_until(ready, stack.children["api"], "the API", stop)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the stack until Ctrl-C or SIGTERM; return the exit status."""
+    argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Settings come from the environment: README, Configuration.",
+    ).parse_args(argv)
     try:
         settings = StackSettings.from_env()
     except ConfigError as err:
@@ -153,7 +158,7 @@ def main() -> int:
     try:
         start_all(stack, stop)
         print(
-            f" stack | ready: API http://127.0.0.1:{settings.api.port}/book, "
+            f" stack | ready: API {settings.api_url}/book, "
             f"Web UI http://localhost:{settings.server.ui_port}; Ctrl-C stops all",
             flush=True,
         )

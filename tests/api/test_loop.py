@@ -108,7 +108,41 @@ def test_run_hands_a_coroutine_to_the_loop_from_any_thread() -> None:
             return threading.current_thread().name
 
         assert client_loop.run(where()) == "temporal-loop"
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match=r"no answer within 0\.1 s"):
             client_loop.run(asyncio.sleep(5), timeout=0.1)
     finally:
         client_loop.close()
+
+
+def test_a_timeout_raised_by_the_coroutine_itself_is_passed_on_as_it_is() -> None:
+    client_loop = ClientLoop.start()
+    try:
+
+        async def times_out() -> None:
+            raise TimeoutError("the view's own")
+
+        with pytest.raises(TimeoutError, match="the view's own"):
+            client_loop.run(times_out(), timeout=5)
+    finally:
+        client_loop.close()
+
+
+def test_close_cancels_what_still_runs_and_closes_the_loop() -> None:
+    client_loop = ClientLoop.start()
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    asyncio.run_coroutine_threadsafe(forever(), client_loop.loop)
+    assert started.wait(5)
+
+    client_loop.close()
+
+    assert cancelled.is_set()
+    assert client_loop.loop.is_closed()

@@ -1,1 +1,1 @@
-"""Helpers for the tests, by purpose: trips, workers, histories, calls, browser."""
+"""Helpers for the tests, by purpose: trips, workers, histories, calls, processes, browser."""
