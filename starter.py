@@ -21,6 +21,7 @@ from temporalio.client import Client
 
 from api import errors, routes
 from api.bookings import Bookings
+from api.breaker import Breaker
 from api.contract import (
     ACCEPTED,
     BOOKING_PROBLEMS,
@@ -57,11 +58,12 @@ def create_app(
     """
     settings = settings or ApiSettings()
     wait = timedelta(seconds=settings.book_wait_seconds)
-    app = ClientLoopFlask(__name__, client_loop)
+    app = ClientLoopFlask(__name__, client_loop, max_waiting=settings.max_waiting)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["ASYNC_VIEW_TIMEOUT"] = settings.request_timeout
     app.json.sort_keys = True  # type: ignore[attr-defined]
-    bookings = Bookings(temporal_client, settings.task_queue, generate_unique_username)
+    breaker = Breaker(temporal_client.service_client.check_health)
+    bookings = Bookings(temporal_client, settings.task_queue, generate_unique_username, breaker)
     app.extensions["bookings"] = bookings
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(errors.blueprint)

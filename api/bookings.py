@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -29,19 +29,23 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.breaker import Breaker
 from api.contract import BookingRequest
 from shared import BookingState
 from workflows import BookingWorkflow
 
 log = logging.getLogger("api.bookings")
 
-START_RPC_TIMEOUT = timedelta(seconds=5)
-"""How long to wait for Temporal to accept a booking before answering 503."""
+START_TIMEOUT = timedelta(seconds=5)
+"""How long a booking's start may take, its lookup included, before the API answers 503."""
+
+LOOKUP_TIMEOUT = timedelta(seconds=1)
+"""Of that, the time kept to look a start up when its answer is lost."""
 
 QUERY_TIMEOUT = timedelta(seconds=5)
 """How long a worker may take to answer the progress query."""
 
-RPC_TIMEOUT = timedelta(seconds=10)
+RPC_TIMEOUT = timedelta(seconds=5)
 """Any other single call to Temporal."""
 
 ID_TRIES = 5
@@ -50,11 +54,10 @@ ID_TRIES = 5
 POLLER_FRESHNESS = timedelta(minutes=2)
 """A worker seen polling this recently counts as ready (its polls last up to a minute)."""
 
-TRANSIENT = {
-    RPCStatusCode.UNAVAILABLE,
-    RPCStatusCode.DEADLINE_EXCEEDED,
-    RPCStatusCode.RESOURCE_EXHAUSTED,
-}
+UNREACHABLE_STATUSES = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+"""RPC failures that say Temporal cannot be reached (they open the breaker)."""
+
+TRANSIENT = {*UNREACHABLE_STATUSES, RPCStatusCode.RESOURCE_EXHAUSTED}
 """RPC failures that say "not now" rather than "no": worth a retry later."""
 
 UNREACHABLE = "Temporal is unreachable; try again shortly"
@@ -93,20 +96,60 @@ class TemporalUnavailable(BookingError):
     """Temporal cannot be reached now."""
 
 
-def reaching_temporal(operation: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Report a failed connect of the lazily connected client as `TemporalUnavailable`."""
+class StartUnknown(TemporalUnavailable):
+    """Temporal became unreachable while starting a booking: it may or may not have started."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(
+            f"Temporal did not confirm booking {user_id}; it may have started: follow "
+            f"/bookings/{user_id} before booking again, or retry with an Idempotency-Key",
+            user_id,
+        )
+
+
+def reaching_temporal(
+    operation: Callable[Concatenate["Bookings", P], Awaitable[T]],
+) -> Callable[Concatenate["Bookings", P], Awaitable[T]]:
+    """Fail fast while the breaker is open; open it when `operation` finds Temporal unreachable.
+
+    Unreachable: a failed connect of the lazily connected client (the SDK's
+    bridge raises a bare RuntimeError), an RPC that could not get through, or
+    a call that outlived its bound.
+    """
 
     @wraps(operation)
-    async def reaching(*args: P.args, **kwargs: P.kwargs) -> T:
+    async def reaching(self: "Bookings", /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if self.breaker.is_open:
+            raise TemporalUnavailable(UNREACHABLE)
         try:
-            return await operation(*args, **kwargs)
+            return await operation(self, *args, **kwargs)
+        except TemporalUnavailable as err:
+            self.breaker.trip(err)
+            raise
+        except RPCError as err:
+            if err.status in UNREACHABLE_STATUSES:
+                self.breaker.trip(err)
+            raise
+        except TimeoutError as err:
+            self.breaker.trip(err)
+            raise TemporalUnavailable(UNREACHABLE) from err
         except RuntimeError as err:
-            # The SDK's bridge raises a bare RuntimeError when it cannot connect.
             if not str(err).startswith("Failed client connect"):
                 raise
+            self.breaker.trip(err)
             raise TemporalUnavailable(UNREACHABLE) from err
 
     return reaching
+
+
+async def bounded(call: Awaitable[T], within: timedelta = RPC_TIMEOUT) -> T:
+    """Await one call to Temporal for at most `within`, then raise TimeoutError.
+
+    `rpc_timeout` bounds each attempt only: against a server that refuses
+    connections, the SDK retries for longer than any request should wait.
+    """
+    async with asyncio.timeout(within.total_seconds()):
+        return await call
 
 
 @dataclass(frozen=True)
@@ -117,6 +160,8 @@ class Bookings:
     task_queue: str
     new_user_id: Callable[[str], str]
     """Makes a booking id from the traveller's name (starter.generate_unique_username)."""
+    breaker: Breaker
+    """Open while Temporal is unreachable: requests then answer 503 at once."""
 
     @reaching_temporal
     async def start(self, booking: BookingRequest, key: str | None) -> Handle:
@@ -135,12 +180,25 @@ class Bookings:
 
         Once the booking has started, no failure may reach the client as "try
         again": a retry would book a second trip. A result that is late, or that
-        Temporal cannot deliver just now, is None; the caller answers 202.
+        Temporal cannot deliver just now, is None; the caller answers 202. So
+        is one still awaited when Temporal becomes unreachable: its request
+        stops waiting at once, and the client follows it on the status URL.
         """
+        outcome = asyncio.ensure_future(handle.result())
+        opened = asyncio.ensure_future(self.breaker.opened())
         try:
-            return await asyncio.wait_for(handle.result(), wait.total_seconds())
-        except (TimeoutError, RPCError) as err:
-            log.info("Booking %s still running or unreachable (%r): answering 202", handle.id, err)
+            await asyncio.wait(
+                (outcome, opened), timeout=wait.total_seconds(), return_when="FIRST_COMPLETED"
+            )
+        finally:
+            outcome.cancel()
+            opened.cancel()
+        try:
+            return outcome.result() if outcome.done() and not outcome.cancelled() else None
+        except RPCError as err:
+            if err.status in UNREACHABLE_STATUSES:
+                self.breaker.trip(err)
+            log.info("Booking %s: no result from Temporal (%r): answering 202", handle.id, err)
             return None
 
     @reaching_temporal
@@ -151,7 +209,7 @@ class Bookings:
         """
         handle, status = await self._find(user_id)
         if status == WorkflowExecutionStatus.COMPLETED:
-            return await handle.result()
+            return await bounded(handle.result())
         if status != WorkflowExecutionStatus.RUNNING:
             return status
         try:
@@ -168,7 +226,7 @@ class Bookings:
         if status != WorkflowExecutionStatus.RUNNING:
             raise ended
         try:
-            await handle.cancel(rpc_timeout=RPC_TIMEOUT)
+            await bounded(handle.cancel(rpc_timeout=RPC_TIMEOUT))
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:  # it ended since we looked
                 raise ended from None
@@ -178,13 +236,15 @@ class Bookings:
     @reaching_temporal
     async def workers(self) -> int:
         """Return how many workers poll the task queue now; `NoWorker` if none."""
-        response = await self.client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=self.client.namespace,
-                task_queue=TaskQueue(name=self.task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            ),
-            timeout=RPC_TIMEOUT,
+        response = await bounded(
+            self.client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=self.client.namespace,
+                    task_queue=TaskQueue(name=self.task_queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                ),
+                timeout=RPC_TIMEOUT,
+            )
         )
         now = datetime.now(UTC)
         fresh = [
@@ -202,7 +262,7 @@ class Bookings:
             raise missing
         handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
         try:
-            description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+            description = await bounded(handle.describe(rpc_timeout=RPC_TIMEOUT))
         except RPCError as err:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise missing from None
@@ -219,7 +279,7 @@ class Bookings:
         except WorkflowAlreadyStartedError:
             pass
         handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
-        memo = await (await handle.describe(rpc_timeout=RPC_TIMEOUT)).memo()
+        memo = await (await bounded(handle.describe(rpc_timeout=RPC_TIMEOUT))).memo()
         if memo.get("request") != fingerprint(booking):
             raise KeyReused("this Idempotency-Key was used with a different request", user_id)
         return handle
@@ -227,31 +287,46 @@ class Bookings:
     async def _start(
         self, booking: BookingRequest, user_id: str, request_digest: str | None = None
     ) -> Handle:
+        attempt = START_TIMEOUT - LOOKUP_TIMEOUT
         try:
-            return await self.client.start_workflow(
-                BookingWorkflow.run,
-                booking.to_input(user_id),
-                id=user_id,
-                task_queue=self.task_queue,
-                # A user_id names one booking for as long as Temporal keeps it.
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                memo={"request": request_digest} if request_digest else None,
-                static_summary=f"Trip for {booking.name}",
-                static_details=f"Car {booking.car}, hotel {booking.hotel}, "
-                f"flight {booking.flight}; up to {booking.attempts} attempts a step",
-                rpc_timeout=START_RPC_TIMEOUT,
+            return await bounded(
+                self.client.start_workflow(
+                    BookingWorkflow.run,
+                    booking.to_input(user_id),
+                    id=user_id,
+                    task_queue=self.task_queue,
+                    # A user_id names one booking for as long as Temporal keeps it.
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    memo={"request": request_digest} if request_digest else None,
+                    static_summary=f"Trip for {booking.name}",
+                    static_details=f"Car {booking.car}, hotel {booking.hotel}, "
+                    f"flight {booking.flight}; up to {booking.attempts} attempts a step",
+                    rpc_timeout=attempt,
+                ),
+                attempt,
             )
-        except RPCError as err:
-            if err.status not in TRANSIENT:
+        except (RPCError, TimeoutError) as err:
+            if isinstance(err, RPCError) and err.status not in TRANSIENT:
                 raise
-            # The start may have reached Temporal with only its answer lost: the
-            # id, chosen before the call, tells. Not found: safe to retry (503).
-            handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
-            try:
-                await handle.describe(rpc_timeout=RPC_TIMEOUT)
-            except RPCError:
+            return await self._look_up_start(user_id, err)
+
+    async def _look_up_start(self, user_id: str, err: RPCError | TimeoutError) -> Handle:
+        """Find a start whose answer was lost: the id, chosen before the call, tells.
+
+        Not found: it never started, and `err` says to retry (503). No answer
+        either: it may have started, so the 503 names the booking, to be
+        followed (or retried with an Idempotency-Key) rather than booked anew.
+        """
+        handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
+        try:
+            await bounded(handle.describe(rpc_timeout=LOOKUP_TIMEOUT), LOOKUP_TIMEOUT)
+        except RPCError as lookup:
+            if lookup.status == RPCStatusCode.NOT_FOUND:
                 raise err from None
-            return handle
+            raise StartUnknown(user_id) from err
+        except TimeoutError:
+            raise StartUnknown(user_id) from err
+        return handle
 
 
 def keyed_booking_id(key: str) -> str:

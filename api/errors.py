@@ -10,7 +10,7 @@ from http import HTTPStatus
 from flask import Blueprint, Response, request
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
-from werkzeug.exceptions import BadRequest, HTTPException, NotFound
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from api.bookings import (
     TRANSIENT,
@@ -24,6 +24,7 @@ from api.bookings import (
 )
 from api.contract import PROBLEM, Problem
 from api.inputs import InvalidRequest
+from api.loop import Busy
 from api.presenters import send
 
 log = logging.getLogger("api.errors")
@@ -88,9 +89,16 @@ def http_error(err: HTTPException) -> Response:
     """Answer Flask's own: no such path, wrong method, body too large, not JSON."""
     headers = dict(err.get_headers()[1:])  # keeps Allow on a 405
     detail = err.description or err.name
-    if isinstance(err, BadRequest) and not isinstance(err, NotFound):
+    if isinstance(err, BadRequest):
         detail = "the body is not valid JSON"
     return problem(err.code or 500, detail, headers)
+
+
+@blueprint.app_errorhandler(Busy)
+def busy(err: Busy) -> Response:
+    """Answer a request beyond what may wait on Temporal at once: ask again shortly."""
+    log.warning("Refusing a request: %s", err)
+    return problem(HTTPStatus.SERVICE_UNAVAILABLE, "the API is at capacity; try again shortly")
 
 
 @blueprint.app_errorhandler(TimeoutError)

@@ -74,17 +74,32 @@ async def _cancel_all() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class Busy(Exception):
+    """Every request thread that may wait on the client's loop is waiting."""
+
+
 class ClientLoopFlask(Flask):
     """Flask, running every async view as a task on the client's loop.
 
     `ASYNC_VIEW_TIMEOUT` in its config bounds how long a request waits for
-    its view (60 s unless set).
+    its view (60 s unless set). At most `max_waiting` requests wait at once;
+    one more raises `Busy` at once. Set it below the server's thread count,
+    and the threads above it always serve what needs no Temporal (`/healthz`)
+    and quick refusals, however many bookings wait.
     """
 
-    def __init__(self, import_name: str, client_loop: ClientLoop, **options: Any) -> None:
+    def __init__(
+        self,
+        import_name: str,
+        client_loop: ClientLoop,
+        *,
+        max_waiting: int | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(import_name, **options)
         self.client_loop = client_loop
         self.config.setdefault("ASYNC_VIEW_TIMEOUT", 60.0)
+        self._waiting = threading.BoundedSemaphore(max_waiting) if max_waiting else None
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Return `func` as it is if synchronous; else a function running it on the loop."""
@@ -98,6 +113,13 @@ class ClientLoopFlask(Flask):
                 # the view): the loop must never wait on a client's socket.
                 request.get_data()
             timeout = self.config["ASYNC_VIEW_TIMEOUT"]
-            return self.client_loop.run(func(*args, **kwargs), timeout)
+            if self._waiting is None:
+                return self.client_loop.run(func(*args, **kwargs), timeout)
+            if not self._waiting.acquire(blocking=False):
+                raise Busy("every request slot is waiting on Temporal")
+            try:
+                return self.client_loop.run(func(*args, **kwargs), timeout)
+            finally:
+                self._waiting.release()
 
         return on_client_loop

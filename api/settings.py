@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from config import number_from_env, port_from_env
 from shared import TASK_QUEUE_NAME
 
+SPARE_THREADS = 2
+"""Request threads per process that never wait on Temporal."""
+
 
 @dataclass(frozen=True)
 class ApiSettings:
@@ -19,8 +22,8 @@ class ApiSettings:
     """How long `POST /book` waits for the saga's end before answering 202."""
     processes: int = 1
     """gunicorn worker processes, each with its own Temporal client."""
-    threads: int = 16
-    """Request threads per process."""
+    threads: int = 256
+    """Request threads per process: each waiting `POST /book` holds one (README, "Serving")."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "ApiSettings":
@@ -35,6 +38,15 @@ class ApiSettings:
             processes=number_from_env(env, "WEB_CONCURRENCY", int, cls.processes, low=1, high=64),
             threads=number_from_env(env, "API_THREADS", int, cls.threads, low=1, high=256),
         )
+
+    @property
+    def max_waiting(self) -> int:
+        """Requests per process that may wait on Temporal at once.
+
+        The rest of the threads (`SPARE_THREADS`) stay free for `/healthz`
+        and quick answers, however many bookings wait.
+        """
+        return max(1, self.threads - SPARE_THREADS)
 
     @property
     def request_timeout(self) -> float:

@@ -3,6 +3,7 @@
 import json
 import re
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from temporalio.client import Client, WorkflowExecutionStatus
 from werkzeug.serving import ThreadedWSGIServer
+from werkzeug.test import TestResponse
 
 from activities import BookingActivities
 from api.inputs import MAX_BODY_BYTES
@@ -212,17 +214,38 @@ def api_without_a_worker(address: str) -> Iterator[Flask]:
         client_loop.close()
 
 
-def test_stopped_temporal_answers_503_json(tmp_path: Path) -> None:
+def test_stopped_temporal_answers_503_naming_the_booking_then_503_at_once(tmp_path: Path) -> None:
     server = DevServer(tmp_path, ui=False)
     server.start()
     with api_without_a_worker(server.address) as app:
         assert app.test_client().get("/bookings/nobody-000000").status_code == 404  # connected
         server.stop()
 
-        response = app.test_client().post("/book", json=JOHN)
+        first = app.test_client().post("/book", json=JOHN)
+        asked = time.monotonic()
+        then = app.test_client().post("/book", json=JOHN)
+        took = time.monotonic() - asked
+        server.start()  # on its file: did the first booking start after all?
+        lookup = answer_once_reachable(app, f"/bookings/{first.get_json()['user_id']}")
 
-    assert response.status_code == 503
-    assert response.get_json() == UNREACHABLE
+    assert first.status_code == 503
+    assert first.headers["Retry-After"] == "5"
+    body = first.get_json()
+    assert re.fullmatch(r"john-doe-\d{6}", body["user_id"])
+    assert f"it may have started: follow /bookings/{body['user_id']}" in body["detail"]
+    assert lookup.status_code == 404, "the server was down: the booking never started"
+    assert then.status_code == 503
+    assert then.get_json() == UNREACHABLE
+    assert took < 2, "once Temporal is known unreachable, requests must not wait on it"
+
+
+def answer_once_reachable(app: Flask, path: str, within: float = 5) -> TestResponse:
+    """GET `path` until it answers something other than 503, for up to `within` s."""
+    deadline = time.monotonic() + within
+    while (response := app.test_client().get(path)).status_code == 503:
+        assert time.monotonic() < deadline, "Temporal is back, but the API still answers 503"
+        time.sleep(0.1)
+    return response
 
 
 def test_temporal_down_at_start_up_answers_503_json() -> None:

@@ -6,6 +6,7 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -146,3 +147,41 @@ def test_close_cancels_what_still_runs_and_closes_the_loop() -> None:
 
     assert cancelled.is_set()
     assert client_loop.loop.is_closed()
+
+
+def test_past_max_waiting_an_async_view_answers_503_at_once_and_sync_views_still_answer() -> None:
+    client_loop = ClientLoop.start()
+    app = ClientLoopFlask(__name__, client_loop, max_waiting=2)
+    app.register_blueprint(errors.blueprint)
+    release, entered = asyncio.Event(), threading.Semaphore(0)
+
+    @app.get("/held")
+    async def held() -> dict[str, Any]:
+        entered.release()
+        await release.wait()
+        return {"held": True}
+
+    @app.get("/sync")
+    def sync() -> dict[str, Any]:
+        return {"sync": True}
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            waiting = [pool.submit(app.test_client().get, "/held") for _ in range(2)]
+            for _ in waiting:
+                assert entered.acquire(timeout=5), "a held request never reached its view"
+
+            refused = app.test_client().get("/held")
+            alive = app.test_client().get("/sync")
+            client_loop.loop.call_soon_threadsafe(release.set)
+            held_answers = [future.result(timeout=5).get_json() for future in waiting]
+        again = app.test_client().get("/held")
+    finally:
+        client_loop.close()
+
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "5"
+    assert refused.get_json()["detail"] == "the API is at capacity; try again shortly"
+    assert alive.get_json() == {"sync": True}
+    assert held_answers == [{"held": True}] * 2
+    assert again.get_json() == {"held": True}, "a slot must be given back"
