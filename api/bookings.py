@@ -188,13 +188,17 @@ class Bookings:
         opened = asyncio.ensure_future(self.breaker.opened())
         try:
             await asyncio.wait(
-                (outcome, opened), timeout=wait.total_seconds(), return_when="FIRST_COMPLETED"
+                (outcome, opened), timeout=wait.total_seconds(), return_when=asyncio.FIRST_COMPLETED
             )
         finally:
+            ended = outcome.done()
             outcome.cancel()
             opened.cancel()
+        if not ended:
+            log.info("Booking %s still running, or Temporal unreachable: answering 202", handle.id)
+            return None
         try:
-            return outcome.result() if outcome.done() and not outcome.cancelled() else None
+            return outcome.result()
         except RPCError as err:
             if err.status in UNREACHABLE_STATUSES:
                 self.breaker.trip(err)

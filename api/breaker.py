@@ -60,7 +60,11 @@ class Breaker:
         log.info("Temporal answers again: taking requests")
 
     async def _answers(self) -> bool:
+        # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a
+        # cancellation that lands as the call ends, and the probe would outlive
+        # the loop's close.
         try:
-            return await asyncio.wait_for(self._healthy(), PROBE_TIMEOUT)
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                return await self._healthy()
         except Exception:  # refused, reset, timed out, not connected: each means "no"
             return False

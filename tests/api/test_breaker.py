@@ -46,6 +46,8 @@ class Reply:
     headers: dict[str, str]
     body: dict[str, Any]
     seconds: float
+    ended: float
+    """`time.monotonic()` when the answer came."""
 
 
 def call(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> Reply:
@@ -59,7 +61,8 @@ def call(port: int, method: str, path: str, body: dict[str, Any] | None = None) 
             status, headers, answer = response.status, dict(response.headers), json.load(response)
     except urllib.error.HTTPError as err:
         status, headers, answer = err.code, dict(err.headers), json.load(err)
-    return Reply(status, headers, answer, time.monotonic() - started)
+    ended = time.monotonic()
+    return Reply(status, headers, answer, ended - started, ended)
 
 
 def kill(server: DevServer) -> Callable[[], None]:
@@ -86,8 +89,14 @@ def test_temporal_outage_answers_503_fast_healthz_at_once_and_recovers(
     server.start()
     queue, port = f"outage-{uuid.uuid4()}", free_port()
     common = {"TEMPORAL_ADDRESS": server.address, "TEMPORAL_TASK_QUEUE": queue}
+    # Slow providers: a saga of a few seconds, so that one is under way when Temporal goes.
     worker = WorkerProcess(
-        {**common, "PROVIDERS_DIR": str(tmp_path / "providers"), "SIM_HOTEL_OUTAGE": "0"}
+        {
+            **common,
+            "PROVIDERS_DIR": str(tmp_path / "providers"),
+            "SIM_HOTEL_OUTAGE": "0",
+            "SIM_LATENCY_SECONDS": "1",
+        }
     )
     worker.start()
     # Few threads, so that the bookings waiting on Temporal could hold them all.
@@ -99,24 +108,31 @@ def test_temporal_outage_answers_503_fast_healthz_at_once_and_recovers(
         before = call(port, "POST", "/book", JOHN)
         assert before.status == 200, before.body
 
-        back = outage(server)
         with ThreadPoolExecutor(16) as pool:
+            under_way = pool.submit(call, port, "POST", "/book", JOHN)
+            wait_for(lambda: len(asyncio.run(booking_ids(server.address, queue))) == 2)
+            back = outage(server)
+            went = time.monotonic()
             wave = [pool.submit(call, port, "POST", "/book", JOHN) for _ in range(12)]
             health = []
             while not all(reply.done() for reply in wave):
                 health.append(call(port, "GET", "/healthz"))
             first = [reply.result() for reply in wave]
+            waited = under_way.result()
         then = [call(port, "POST", "/book", JOHN) for _ in range(5)]
         then.append(call(port, "GET", "/readyz"))
 
         back()
         back = None
         returned = time.monotonic()
-        while (booked := call(port, "POST", "/book", JOHN)).status != 200:
+        while (booked := call(port, "POST", "/bookings", JOHN)).status != 202:
             assert booked.status == 503, booked.body
             assert time.monotonic() - returned < BACK_WITHIN + SLACK, "bookings did not resume"
             time.sleep(0.1)
         resumed = time.monotonic() - returned
+        known = {before.body["user_id"], waited.body["user_id"], booked.body["user_id"]}
+        # Visibility lags a start by a moment: list once the three known are listed.
+        wait_for(lambda: known <= asyncio.run(booking_ids(server.address, queue)))
         in_temporal = asyncio.run(booking_ids(server.address, queue))
     finally:
         if back is not None:
@@ -126,6 +142,8 @@ def test_temporal_outage_answers_503_fast_healthz_at_once_and_recovers(
         worker.stop()
         server.stop()
 
+    assert waited.status == 202, "a booking under way is followed, not failed"
+    assert waited.ended - went < START_TIMEOUT.total_seconds() + SLACK, "it must stop waiting"
     assert [r.status for r in first] == [503] * len(first)
     assert all(r.headers["Content-Type"] == "application/problem+json" for r in first + then)
     assert all(r.headers["Retry-After"] == "5" for r in first + then)
@@ -140,10 +158,17 @@ def test_temporal_outage_answers_503_fast_healthz_at_once_and_recovers(
     assert resumed < BACK_WITHIN, f"bookings resumed {resumed:.1f} s after Temporal was back"
     # Never lost, never doubled: every booking Temporal holds was named to its
     # client, in a 200, or in a 503 saying it may have started.
-    named = [r.body["user_id"] for r in [before, *first, *then, booked] if "user_id" in r.body]
+    replies = [before, waited, *first, *then, booked]
+    named = [r.body["user_id"] for r in replies if "user_id" in r.body]
     assert len(set(named)) == len(named)
     assert in_temporal <= set(named), "".join(output.lines)
-    assert {before.body["user_id"], booked.body["user_id"]} <= in_temporal
+
+
+def wait_for(condition: Callable[[], bool], within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.05)
 
 
 async def booking_ids(address: str, queue: str) -> set[str]:
