@@ -95,7 +95,8 @@ def serving(
 ) -> Iterator[tuple["subprocess.Popen[str]", Output, int]]:
     """Serve `starter.py` with `processes` workers; yield the master, its output and port.
 
-    Stops it with SIGTERM at the end unless it has stopped, and checks that it exited 0.
+    Stops it with SIGTERM at the end unless it has stopped (even when the test
+    fails, so the server removes its metrics directory), and checks it exited 0.
     """
     port = free_port()
     env = {**env, "PORT": str(port), "WEB_CONCURRENCY": str(processes)}
@@ -104,11 +105,14 @@ def serving(
         output.wait_for("Booting worker", count=processes)
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), api, "the API")
         yield api, output, port
+    finally:
         if api.poll() is None:
             api.send_signal(signal.SIGTERM)
-        assert api.wait(60) == 0, "".join(output.lines)
-    finally:
-        api.kill()
+        try:
+            status = api.wait(60)
+        finally:
+            api.kill()  # only if it outlived the wait
+    assert status == 0, "".join(output.lines)
 
 
 def get_many(port: int, path: str, n: int) -> None:
