@@ -15,8 +15,6 @@ import sys
 from datetime import timedelta
 
 from flask import Flask, Response
-from prometheus_client import CollectorRegistry
-from prometheus_flask_exporter import PrometheusMetrics
 from temporalio.client import Client
 
 from api import errors, routes
@@ -32,6 +30,7 @@ from api.contract import (
 )
 from api.inputs import MAX_BODY_BYTES, idempotency_key, read_booking
 from api.loop import ClientLoop, ClientLoopFlask
+from api.metrics import count_requests
 from api.presenters import accepted, send, trip_result
 from api.serving import Server
 from api.settings import ApiSettings
@@ -67,9 +66,7 @@ def create_app(
     app.extensions["bookings"] = bookings
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(errors.blueprint)
-    # Request counts and latencies at /metrics, labelled by route (never by a
-    # booking id); an app of its own registry, so tests can build many apps.
-    PrometheusMetrics(app, registry=CollectorRegistry(), group_by="url_rule")
+    count_requests(app)  # at /metrics, summed over every process of the server
 
     @app.post("/book")
     @operation(

@@ -1,4 +1,8 @@
-"""Serving the API with gunicorn: threads, one app per worker process, a graceful drain."""
+"""Serving the API with gunicorn: threads, one app per worker process, a graceful drain.
+
+With several worker processes, their request metrics are summed through a
+directory that the master prepares before forking (`api/metrics.py`).
+"""
 
 import signal
 from collections.abc import Callable
@@ -7,8 +11,10 @@ from typing import TYPE_CHECKING, Any, cast
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
+from gunicorn.workers.gthread import ThreadWorker
 
 from api.loop import ClientLoopFlask
+from api.metrics import MetricsDirectory
 from api.settings import ApiSettings
 
 if TYPE_CHECKING:
@@ -23,6 +29,23 @@ class GracefulOnInterrupt(Arbiter):
         self.handle_term()
 
 
+class DrainingWorker(ThreadWorker):
+    """gunicorn's threaded worker, refusing new connections from the start of a drain.
+
+    gunicorn 27's stops accepting on SIGTERM but keeps its listening socket
+    open until its last request ends: meanwhile the kernel still queues new
+    connections, which wait unanswered and are reset at exit, instead of
+    being refused at once (and retried elsewhere by a client or balancer).
+    """
+
+    def set_accept_enabled(self, enabled: bool | None) -> None:
+        """Start or stop accepting; when draining, also close the listening sockets."""
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            for listener in self.sockets:
+                listener.close()
+
+
 class Server(BaseApplication):
     """gunicorn, configured from ApiSettings, serving one app per worker process."""
 
@@ -35,7 +58,7 @@ class Server(BaseApplication):
         """Apply the settings."""
         s = self.settings
         self.cfg.set("bind", [f"{s.host}:{s.port}"])
-        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("worker_class", DrainingWorker)
         self.cfg.set("workers", s.processes)
         self.cfg.set("threads", s.threads)
         # A request may wait BOOK_WAIT_SECONDS for a saga; give it room.
@@ -48,6 +71,11 @@ class Server(BaseApplication):
         # After the worker's own signal handlers are in place (post_fork is too early).
         self.cfg.set("post_worker_init", _ignore_interrupt)
         self.cfg.set("worker_exit", _stop_client_loop)
+        metrics = MetricsDirectory(s.processes)
+        # In the master: before the first fork, as each worker exits, at the end.
+        self.cfg.set("on_starting", lambda arbiter: metrics.prepare())
+        self.cfg.set("child_exit", lambda arbiter, worker: metrics.forget(worker.pid))
+        self.cfg.set("on_exit", lambda arbiter: metrics.remove())
 
     def load(self) -> "_WSGIAppType":
         """Build the app in the worker process, after the fork.

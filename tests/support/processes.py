@@ -1,9 +1,13 @@
-"""Programs run as a user runs them: a child process and its output, read as it comes."""
+"""Programs run as a user runs them: a child process and its output, read as it comes;
+the processes it leaves, and its port."""
 
 import os
+import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from tools.processes import ROOT
 
@@ -17,10 +21,11 @@ class Output:
         stream = process.stdout
         threading.Thread(target=lambda: self.lines.extend(stream), daemon=True).start()
 
-    def wait_for(self, text: str, timeout: float = 60) -> None:
+    def wait_for(self, text: str, timeout: float = 60, count: int = 1) -> None:
+        """Wait until `count` lines contain `text`."""
         deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            assert time.monotonic() < deadline, f"no {text!r} in:\n{''.join(self.lines)}"
+        while sum(text in line for line in self.lines) < count:
+            assert time.monotonic() < deadline, f"no {count} x {text!r} in:\n{''.join(self.lines)}"
             time.sleep(0.1)
 
 
@@ -36,3 +41,51 @@ def spawn(command: list[str], env: dict[str, str]) -> tuple["subprocess.Popen[st
         start_new_session=True,  # its own process group, as a terminal gives it
     )
     return process, Output(process)
+
+
+def _stat_fields(pid: str) -> list[str]:
+    # /proc/<pid>/stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def processes_where(field: int, value: int) -> set[int]:
+    """Return the live processes whose /proc stat `field` (after comm) is `value`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = _stat_fields(entry.name) if entry.name.isdigit() else []
+        except OSError:  # it ended meanwhile
+            continue
+        if fields and int(fields[field]) == value and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def children(pid: int) -> set[int]:
+    """Return the live child processes of `pid`."""
+    return processes_where(1, pid)
+
+
+def group(pgid: int) -> set[int]:
+    """Return the live processes of process group `pgid`."""
+    return processes_where(2, pgid)
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Return whether a server could listen on `port` now, as gunicorn binds (SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen()
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_condition(holds: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll `holds` until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not holds():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.05)
