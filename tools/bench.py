@@ -363,22 +363,23 @@ def report(
     for m in measures:
         base = bases[m.baseline, m.concurrency]
         bookings = len(m.latencies_ms)
-        row: dict[str, Any] = {
-            "scenario": m.scenario,
-            "concurrency": m.concurrency,
-            "baseline": m.baseline,
-            "bookings": bookings,
-            "throughput": round(m.throughput, 2),
-            "p50_ms": round(m.percentile(50), 1),
-            "p95_ms": round(m.percentile(95), 1),
-            "p99_ms": round(m.percentile(99), 1),
-            "throughput_vs_floor": round(m.throughput / base.throughput, 3),
-            "p50_minus_floor_ms": round(m.percentile(50) - base.percentile(50), 1),
-            "cpu_ms_per_booking": {
-                name: round(seconds * 1000 / bookings, 2) for name, seconds in m.cpu.items()
-            },
-        }
-        rows.append(row)
+        rows.append(
+            {
+                "scenario": m.scenario,
+                "concurrency": m.concurrency,
+                "baseline": m.baseline,
+                "bookings": bookings,
+                "throughput": round(m.throughput, 2),
+                "p50_ms": round(m.percentile(50), 1),
+                "p95_ms": round(m.percentile(95), 1),
+                "p99_ms": round(m.percentile(99), 1),
+                "throughput_vs_floor": round(m.throughput / base.throughput, 3),
+                "p50_minus_floor_ms": round(m.percentile(50) - base.percentile(50), 1),
+                "cpu_ms_per_booking": {
+                    name: round(seconds * 1000 / bookings, 2) for name, seconds in m.cpu.items()
+                },
+            }
+        )
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "settings": vars(args),
