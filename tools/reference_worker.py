@@ -5,6 +5,7 @@ workflow code, and the product keeps it. `make bench` runs the same saga on
 this worker to measure what the sandbox costs ("floor, sandbox off").
 """
 
+import argparse
 import asyncio
 import logging
 import signal
@@ -46,6 +47,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     try:
         asyncio.run(main())
     except ConfigError as err:
