@@ -44,7 +44,8 @@ histories: $(VENV)/.dev
 screenshots: $(VENV)/.dev
 	$(BIN)/python -m tools.screenshots
 
-# Measures floor vs HTTP vs connect-per-request vs server settings; writes docs/bench.*
+# Measures floor vs HTTP vs connect-per-request vs server settings vs the sandbox-off
+# reference, and make run's demo saga at 200 concurrent; prints the targets; writes docs/bench.*
 bench: $(VENV)/.dev
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import BookingActivities
 from config import PROJECT_DIR, ConfigError, temporal_connect_config
@@ -49,15 +50,23 @@ class WorkerSettings:
 
 
 def build_worker(
-    client: Client, activities: BookingActivities, task_queue: str = TASK_QUEUE_NAME
+    client: Client,
+    activities: BookingActivities,
+    task_queue: str = TASK_QUEUE_NAME,
+    *,
+    workflow_runner: WorkflowRunner | None = None,
 ) -> Worker:
-    """Return a worker for the saga workflow and its activities."""
+    """Return a worker for the saga workflow and its activities.
+
+    `workflow_runner`: None for the project's sandboxed runner.
+    """
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[BookingWorkflow],
         activities=activities.all(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        workflow_runner=workflow_runner or SandboxedWorkflowRunner(),
     )
 
 

@@ -1,20 +1,29 @@
-"""The benchmark behind `make bench`: what the HTTP layer and the server settings cost.
+"""The benchmark behind `make bench`: what the HTTP layer, the sandbox and the server settings cost.
 
-On dev servers of its own it runs the same saga (simulations off) several
-ways, interleaved in rounds so that a noisy neighbour hurts them all alike:
+On dev servers of its own it runs the same saga several ways, interleaved in
+rounds so that a noisy neighbour hurts them all alike. With the simulations
+off (a saga of a few tens of ms):
 
 - floor: `execute_workflow` straight from a Python client, no HTTP;
 - POST /book, and POST /bookings then polling the status URL, through the
-  API served as in production (gunicorn);
+  API served as in production (gunicorn, the product's serving settings);
 - connect-per-request: a new `Client.connect` for every booking, the pattern
   the tutorial's earlier variant shows;
 - the floor again on the same tuned server in memory (what persistence costs)
-  and on a default-configured dev server (what the tuning buys).
+  and on a default-configured dev server (what the tuning buys);
+- the floor again on the reference worker, the workflow sandbox off
+  (`tools/reference_worker.py`): the limit the product's worker is held to.
 
-Each runs sequentially and at a given concurrency, after a warm-up. It prints
-a table (throughput, p50/p95/p99, CPU seconds per booking of the server, the
-worker and the API, peak memory, ratios to the floor), writes JSON and draws
-a PNG. Only ratios from one run mean anything on a shared machine.
+Each runs one at a time and at `--concurrency`. Then what `make run` runs,
+the demo saga (0.3 s per provider call and the hotel down on its first
+attempt: about 2 s), at `--demo-concurrency` on a stack of its own: its
+floor and POST /book. All after a warm-up.
+
+It prints a table (throughput, p50/p95/p99, CPU seconds per booking of the
+server, the worker and the API, peak memory, ratios to the floor), how the
+demo's sagas in flight relate to the API's processes x threads, and the
+targets of issue 10 with their margins; writes JSON and draws a PNG. Only
+ratios from one run mean anything on a shared machine.
 """
 
 import argparse
@@ -37,11 +46,17 @@ from typing import Any
 
 from temporalio.client import Client
 
+from api.settings import ApiSettings
 from shared import BookVacationInput
 from tools.processes import ROOT, DevServer, WorkerProcess, answers, free_port, wait_until
 from workflows import BookingWorkflow
 
 QUIET_SIMULATION = {"SIM_LATENCY_SECONDS": "0", "SIM_HOTEL_OUTAGE": "0"}
+DEMO_SIMULATION = {"SIM_LATENCY_SECONDS": "0.3", "SIM_HOTEL_OUTAGE": "1"}
+"""`make run`'s: the Makefile's latency, and the hotel down on each first attempt."""
+PRODUCT_WORKER = ("run_worker.py",)
+REFERENCE_WORKER = ("-m", "tools.reference_worker")
+"""The same worker with the workflow sandbox off: a tool, never the product."""
 BODY = {
     "name": "Bench",
     "attempts": 3,
@@ -62,6 +77,8 @@ class Measure:
 
     scenario: str
     concurrency: int
+    baseline: str = "floor"
+    """The scenario its ratios are to (the floor of the same saga)."""
     latencies_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
@@ -117,21 +134,30 @@ def peak_rss_mib(pid: int) -> float:
 class Stack:
     """A dev server with its worker, and optionally the API, for the benchmark."""
 
-    def __init__(self, directory: Path, api: bool, **server: bool) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        api: bool,
+        simulation: dict[str, str] = QUIET_SIMULATION,
+        worker: tuple[str, ...] = PRODUCT_WORKER,
+        **server: bool,
+    ) -> None:
         directory.mkdir(parents=True)
         self.server = DevServer(directory, ui=False, **server)
         self.server.start()
         self.worker = WorkerProcess(
             {
-                **QUIET_SIMULATION,
+                **simulation,
                 "TEMPORAL_ADDRESS": self.server.address,
                 "PROVIDERS_DIR": str(directory / "providers"),
-            }
+            },
+            worker,
         )
         self.worker.start()
         self.api: subprocess.Popen[bytes] | None = None
         self.api_port = free_port()
         if api:
+            # The product's serving settings (processes, threads): what users run.
             self.api = subprocess.Popen(
                 [sys.executable, "starter.py"],
                 cwd=ROOT,
@@ -139,7 +165,6 @@ class Stack:
                     **os.environ,
                     "TEMPORAL_ADDRESS": self.server.address,
                     "PORT": str(self.api_port),
-                    "API_THREADS": "64",
                 },
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -163,6 +188,19 @@ class Stack:
             self.api.wait(30)
         self.worker.stop()
         self.server.stop()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One way of booking, on one stack, at the concurrencies it is measured at."""
+
+    book: Booking
+    stack: Stack
+    runs: tuple[tuple[int, int], ...]
+    """(concurrency, bookings per round) pairs."""
+    baseline: str = "floor"
+    rounds: int | None = None
+    """The first rounds it runs in; None: every round."""
 
 
 def trip() -> BookVacationInput:
@@ -246,50 +284,90 @@ async def measure(
 
 async def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     """Start the stacks, warm up, measure in rounds; return the results."""
-    tuned = Stack(scratch / "tuned", api=True)
-    memory = Stack(scratch / "memory", api=False, persistent=False)
-    default = Stack(scratch / "default", api=False, persistent=False, tuned=False)
-    stacks = [tuned, memory, default]
-    pool = ThreadPoolExecutor(max(args.concurrency, 1))
+    stacks: dict[str, Stack] = {}
+    pool = ThreadPoolExecutor(max(args.concurrency, args.demo_concurrency, 1))
     try:
-        clients = [await Client.connect(stack.server.address) for stack in stacks]
-        scenarios: dict[str, tuple[Booking, Stack]] = {
-            "floor": (floor(clients[0]), tuned),
-            "POST /book": (http(tuned.api_port, pool, poll=False), tuned),
-            "POST /bookings + poll": (http(tuned.api_port, pool, poll=True), tuned),
-            "connect per request": (connect_per_request(tuned.server.address), tuned),
-            "floor, in memory": (floor(clients[1]), memory),
-            "floor, default server": (floor(clients[2]), default),
+        for name, options in STACKS.items():  # one by one, so a failed start stops the rest
+            stacks[name] = Stack(scratch / name, **options)
+        scenarios = await define_scenarios(args, stacks, pool)
+        for scenario in scenarios.values():  # warm-up: caches, connections, JIT-free paths
+            await measure(scenario.book, args.warmup, 5, {}, Measure("warm-up", 5))
+        results = {
+            (name, concurrency): Measure(name, concurrency, scenario.baseline)
+            for name, scenario in scenarios.items()
+            for concurrency, _ in scenario.runs
         }
-        for book, _ in scenarios.values():  # warm-up: caches, connections, JIT-free paths
-            await measure(book, args.warmup, 5, {}, Measure("warm-up", 5))
-        results = {(name, c): Measure(name, c) for name in scenarios for c in (1, args.concurrency)}
-        for _ in range(args.rounds):
-            for (name, concurrency), into in results.items():
-                book, stack = scenarios[name]
-                count = args.sequential if concurrency == 1 else args.concurrent
-                await measure(book, count, concurrency, stack.pids(), into)
-        memory_mib = {name: peak_rss_mib(pid) for name, pid in tuned.pids().items()}
+        for round_number in range(args.rounds):
+            for name, scenario in scenarios.items():
+                if scenario.rounds is not None and round_number >= scenario.rounds:
+                    continue
+                for concurrency, count in scenario.runs:
+                    into = results[name, concurrency]
+                    await measure(scenario.book, count, concurrency, scenario.stack.pids(), into)
+        memory_mib = {
+            stack: {name: peak_rss_mib(pid) for name, pid in stacks[stack].pids().items()}
+            for stack in ("tuned", "demo")
+        }
     finally:
-        for stack in stacks:
+        for stack in stacks.values():
             stack.stop()
         pool.shutdown()
-    return report(list(results.values()), memory_mib, args)
+    return report(list(results.values()), memory_mib, ApiSettings.from_env(os.environ), args)
+
+
+STACKS: dict[str, dict[str, Any]] = {
+    "tuned": {"api": True},
+    "memory": {"api": False, "persistent": False},
+    "default": {"api": False, "persistent": False, "tuned": False},
+    "reference": {"api": False, "worker": REFERENCE_WORKER},
+    "demo": {"api": True, "simulation": DEMO_SIMULATION},
+}
+"""Each stack's options (Stack's and DevServer's): `make run`'s server unless told."""
+
+
+async def define_scenarios(
+    args: argparse.Namespace, stacks: dict[str, Stack], pool: ThreadPoolExecutor
+) -> dict[str, Scenario]:
+    """Return every scenario, in the order they run in each round."""
+    clients = {name: await Client.connect(stack.server.address) for name, stack in stacks.items()}
+    tuned, demo = stacks["tuned"], stacks["demo"]
+    quick = ((1, args.sequential), (args.concurrency, args.concurrent))
+    demo_runs = ((args.demo_concurrency, args.demo_bookings),)
+    return {
+        "floor": Scenario(floor(clients["tuned"]), tuned, quick),
+        # Next to the floor: the target is a ratio of the two, so measured side by side.
+        "floor, sandbox off": Scenario(floor(clients["reference"]), stacks["reference"], quick),
+        "POST /book": Scenario(http(tuned.api_port, pool, poll=False), tuned, quick),
+        "POST /bookings + poll": Scenario(http(tuned.api_port, pool, poll=True), tuned, quick),
+        "connect per request": Scenario(connect_per_request(tuned.server.address), tuned, quick),
+        "floor, in memory": Scenario(floor(clients["memory"]), stacks["memory"], quick),
+        "floor, default server": Scenario(floor(clients["default"]), stacks["default"], quick),
+        "demo floor": Scenario(
+            floor(clients["demo"]), demo, demo_runs, "demo floor", args.demo_rounds
+        ),
+        "demo POST /book": Scenario(
+            http(demo.api_port, pool, poll=False), demo, demo_runs, "demo floor", args.demo_rounds
+        ),
+    }
 
 
 def report(
-    measures: list[Measure], memory_mib: dict[str, float], args: argparse.Namespace
+    measures: list[Measure],
+    memory_mib: dict[str, dict[str, float]],
+    serving: ApiSettings,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """Return the results as JSON-ready data, with each scenario's ratios to the floor."""
-    floors = {m.concurrency: m for m in measures if m.scenario == "floor"}
+    """Return the results as JSON-ready data: each scenario's ratios to its floor, the targets."""
+    bases = {(m.scenario, m.concurrency): m for m in measures}
     rows = []
     for m in measures:
-        base = floors[m.concurrency]
+        base = bases[m.baseline, m.concurrency]
         bookings = len(m.latencies_ms)
         rows.append(
             {
                 "scenario": m.scenario,
                 "concurrency": m.concurrency,
+                "baseline": m.baseline,
                 "bookings": bookings,
                 "throughput": round(m.throughput, 2),
                 "p50_ms": round(m.percentile(50), 1),
@@ -305,16 +383,103 @@ def report(
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "settings": vars(args),
-        "peak_rss_mib": {name: round(mib, 1) for name, mib in memory_mib.items()},
+        "serving": {"processes": serving.processes, "threads": serving.threads},
+        "demo_in_flight": in_flight(args.demo_concurrency, serving),
+        "peak_rss_mib": {
+            stack: {name: round(mib, 1) for name, mib in found.items()}
+            for stack, found in memory_mib.items()
+        },
         "results": rows,
+        "targets": [vars(target) for target in targets(rows, args)],
     }
 
 
+def in_flight(sagas: int, serving: ApiSettings) -> dict[str, Any]:
+    """Return how `sagas` in flight relate to the API's processes x threads.
+
+    A waiting POST /book holds a request thread: past processes x threads,
+    sagas queue for a thread instead of running.
+    """
+    slots = serving.processes * serving.threads
+    plural = "es" if serving.processes > 1 else ""
+    return {
+        "sagas": sagas,
+        "api_processes": serving.processes,
+        "api_threads": serving.threads,
+        "api_requests_at_once": slots,
+        "text": f"{sagas} in flight, {serving.processes} process{plural} x "
+        f"{serving.threads} threads = {slots} requests at once",
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of issue 10's targets, and how this run measured against it."""
+
+    target: str
+    limit: float
+    at_most: bool
+    """True: the measure must be at most `limit`; False: at least."""
+    measured: float
+    margin: float
+    """How far inside the limit (negative: missed by that much)."""
+    holds: bool
+
+    @classmethod
+    def check(cls, target: str, limit: float, measured: float, *, at_most: bool) -> "Target":
+        """Return the target with its margin."""
+        margin = limit - measured if at_most else measured - limit
+        return cls(target, limit, at_most, round(measured, 3), round(margin, 3), margin >= 0)
+
+
+def targets(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[Target]:
+    """Return issue 10's targets ("Build" 1, 4 and 5) as this run measured them."""
+    at = {(r["scenario"], r["concurrency"]): r for r in rows}
+    c, demo = args.concurrency, args.demo_concurrency
+    book_rows = [r for r in rows if r["scenario"].endswith("POST /book")]
+    api_cpu = max(r["cpu_ms_per_booking"]["api"] for r in book_rows)
+    floor_1, reference_1 = at["floor", 1], at["floor, sandbox off", 1]
+    floor_c, reference_c = at["floor", c], at["floor, sandbox off", c]
+    return [
+        Target.check(
+            "POST /book one at a time: p50 - floor's, ms",
+            3.0,
+            at["POST /book", 1]["p50_minus_floor_ms"],
+            at_most=True,
+        ),
+        Target.check(
+            f"POST /book at {c}: x floor's throughput",
+            0.95,
+            at["POST /book", c]["throughput_vs_floor"],
+            at_most=False,
+        ),
+        Target.check(
+            f"demo POST /book at {demo}: x demo floor's throughput",
+            0.95,
+            at["demo POST /book", demo]["throughput_vs_floor"],
+            at_most=False,
+        ),
+        Target.check("API CPU per booking, ms (worst POST /book row)", 2.0, api_cpu, at_most=True),
+        Target.check(
+            "floor one at a time: p50 x sandbox-off reference's",
+            1.10,
+            floor_1["p50_ms"] / reference_1["p50_ms"],
+            at_most=True,
+        ),
+        Target.check(
+            f"floor at {c}: throughput x sandbox-off reference's",
+            0.95,
+            floor_c["throughput"] / reference_c["throughput"],
+            at_most=False,
+        ),
+    ]
+
+
 def table(data: dict[str, Any]) -> str:
-    """Return the results as a text table."""
+    """Return the results as a text table, the demo's sagas in flight, and the targets."""
     head = (
         f"{'scenario':<24}{'conc':>5}{'n':>5}{'per s':>8}{'p50':>8}{'p95':>8}{'p99':>8}"
-        f"{'x floor':>8}{'Δp50':>7}  cpu ms/booking (server, worker, api)"
+        f"{'x floor':>8}{'Δp50':>8}  cpu ms/booking (server, worker, api)"
     )
     lines = [head, "-" * len(head)]
     for row in data["results"]:
@@ -324,44 +489,80 @@ def table(data: dict[str, Any]) -> str:
             f"{row['scenario']:<24}{row['concurrency']:>5}{row['bookings']:>5}"
             f"{row['throughput']:>8.1f}{row['p50_ms']:>8.1f}{row['p95_ms']:>8.1f}"
             f"{row['p99_ms']:>8.1f}{row['throughput_vs_floor']:>8.3f}"
-            f"{row['p50_minus_floor_ms']:>+7.1f}  {cpus}"
+            f"{row['p50_minus_floor_ms']:>+8.1f}  {cpus}"
         )
-    rss = ", ".join(f"{name} {mib:.0f}" for name, mib in data["peak_rss_mib"].items())
-    lines.append(f"peak resident memory, MiB: {rss}")
+    lines.append("(demo rows: against the demo floor; the others: against the floor)")
+    lines.append(f"demo POST /book: {data['demo_in_flight']['text']}")
+    for stack, found in data["peak_rss_mib"].items():
+        rss = ", ".join(f"{name} {mib:.0f}" for name, mib in found.items())
+        lines.append(f"peak resident memory, MiB, {stack} stack: {rss}")
+    lines += ["", targets_table(data["targets"])]
+    return "\n".join(lines)
+
+
+def targets_table(found: list[dict[str, Any]]) -> str:
+    """Return the targets block: target, measured, margin, holds."""
+    head = f"{'target (issue 10)':<54}{'limit':>10}{'measured':>10}{'margin':>9}  holds"
+    lines = [head, "-" * len(head)]
+    for t in found:
+        limit = f"{'<=' if t['at_most'] else '>='} {t['limit']:g}"
+        lines.append(
+            f"{t['target']:<54}{limit:>10}{t['measured']:>10.3f}{t['margin']:>+9.3f}  "
+            f"{'yes' if t['holds'] else 'NO'}"
+        )
     return "\n".join(lines)
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
-    """Draw throughput and p50 of each scenario, sequential and concurrent."""
+    """Draw throughput and p50 of each scenario: the quick saga above, the demo below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = data["results"]
-    names = list(dict.fromkeys(row["scenario"] for row in rows))
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    for axis, key, title in (
-        (left, "throughput", "bookings per second"),
-        (right, "p50_ms", "p50 latency, ms"),
+    quick = [r for r in rows if r["baseline"] == "floor"]
+    demo = [r for r in rows if r["baseline"] == "demo floor"]
+    figure, axes = plt.subplots(
+        2, 2, figsize=(13, 8), gridspec_kw={"height_ratios": [3, 1]}, squeeze=False
+    )
+    settings = data["settings"]
+    for axes_row, found, levels, what in (
+        (axes[0], quick, (1, settings["concurrency"]), "quick saga"),
+        (axes[1], demo, (settings["demo_concurrency"],), "demo saga"),
     ):
-        for offset, concurrency in ((-0.2, 1), (0.2, data["settings"]["concurrency"])):
-            values = [
-                next(r[key] for r in rows if r["scenario"] == n and r["concurrency"] == concurrency)
-                for n in names
-            ]
-            axis.barh(
-                [i + offset for i in range(len(names))],
-                values,
-                height=0.4,
-                label=f"concurrency {concurrency}",
-            )
-        axis.set_yticks(range(len(names)), names)
-        axis.invert_yaxis()
-        axis.set_title(title)
-        axis.legend()
+        if len(levels) == 1:
+            what += f", {levels[0]} at a time"
+        for axis, key, title in (
+            (axes_row[0], "throughput", "bookings per second"),
+            (axes_row[1], "p50_ms", "p50 latency, ms"),
+        ):
+            bars(axis, found, levels, key)
+            axis.set_title(f"{what}: {title}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
+
+
+def bars(axis: Any, rows: list[dict[str, Any]], levels: tuple[int, ...], key: str) -> None:
+    """Draw `key` of each scenario in `rows` as horizontal bars, one per concurrency."""
+    names = list(dict.fromkeys(row["scenario"] for row in rows))
+    height = 0.8 / len(levels)
+    for n, concurrency in enumerate(levels):
+        offset = (n - (len(levels) - 1) / 2) * height
+        values = [
+            next(r[key] for r in rows if r["scenario"] == name and r["concurrency"] == concurrency)
+            for name in names
+        ]
+        axis.barh(
+            [i + offset for i in range(len(names))],
+            values,
+            height=height,
+            label=f"concurrency {concurrency}",
+        )
+    axis.set_yticks(range(len(names)), names)
+    axis.invert_yaxis()
+    if len(levels) > 1:  # one level is in the title
+        axis.legend()
 
 
 async def profile(args: argparse.Namespace, scratch: Path) -> str:
@@ -425,11 +626,21 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table; write JSON and a PNG."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=50)
+    # Sized so that a default run, demo included, stays under 6 minutes.
     parser.add_argument(
-        "--sequential", type=int, default=30, help="bookings a round, one at a time"
+        "--sequential", type=int, default=25, help="bookings a round, one at a time"
     )
     parser.add_argument(
-        "--concurrent", type=int, default=150, help="bookings a round, concurrently"
+        "--concurrent", type=int, default=120, help="bookings a round, concurrently"
+    )
+    parser.add_argument(
+        "--demo-concurrency", type=int, default=200, help="demo sagas in flight at once"
+    )
+    parser.add_argument(
+        "--demo-bookings", type=int, default=400, help="demo bookings a round, per scenario"
+    )
+    parser.add_argument(
+        "--demo-rounds", type=int, default=1, help="rounds the demo runs in (the first ones)"
     )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=20)

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,17 +166,23 @@ class DevServer:
 
 
 class WorkerProcess:
-    """`run_worker.py` as a process of its own, to be killed without warning."""
+    """A worker as a process of its own, to be killed without warning.
 
-    def __init__(self, env: dict[str, str]) -> None:
+    `program`: Python's arguments, `run_worker.py` unless told otherwise (the
+    benchmark's reference worker is `-m tools.reference_worker`); it must log
+    "Worker polling" once it polls.
+    """
+
+    def __init__(self, env: dict[str, str], program: Sequence[str] = ("run_worker.py",)) -> None:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.program = list(program)
         self.process: subprocess.Popen[bytes] | None = None
         self.lines: list[bytes] = []
 
     def start(self) -> None:
         """Start the worker; return once it polls."""
         self.process = subprocess.Popen(
-            [sys.executable, "run_worker.py"],
+            [sys.executable, *self.program],
             cwd=ROOT,
             env=self.env,
             stdin=subprocess.DEVNULL,
