@@ -217,16 +217,19 @@ def api_without_a_worker(address: str) -> Iterator[Flask]:
 def test_stopped_temporal_answers_503_naming_the_booking_then_503_at_once(tmp_path: Path) -> None:
     server = DevServer(tmp_path, ui=False)
     server.start()
-    with api_without_a_worker(server.address) as app:
-        assert app.test_client().get("/bookings/nobody-000000").status_code == 404  # connected
-        server.stop()
+    try:
+        with api_without_a_worker(server.address) as app:
+            assert app.test_client().get("/bookings/nobody-000000").status_code == 404  # connected
+            server.stop()
 
-        first = app.test_client().post("/book", json=JOHN)
-        asked = time.monotonic()
-        then = app.test_client().post("/book", json=JOHN)
-        took = time.monotonic() - asked
-        server.start()  # on its file: did the first booking start after all?
-        lookup = answer_once_reachable(app, f"/bookings/{first.get_json()['user_id']}")
+            first = app.test_client().post("/book", json=JOHN)
+            asked = time.monotonic()
+            then = app.test_client().post("/book", json=JOHN)
+            took = time.monotonic() - asked
+            server.start()  # on its file: did the first booking start after all?
+            lookup = answer_once_reachable(app, f"/bookings/{first.get_json()['user_id']}")
+    finally:
+        server.stop()
 
     assert first.status_code == 503
     assert first.headers["Retry-After"] == "5"
