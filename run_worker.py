@@ -98,7 +98,7 @@ class SandboxRunner(SandboxedWorkflowRunner):
         return _RememberingContexts(super().create_instance(det))
 
 
-WORKFLOW_RUNNER: WorkflowRunner = SandboxRunner(
+WORKFLOW_RUNNER = SandboxRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH)
 )
 """The product's workflow runner: Temporal's determinism sandbox, kept on.

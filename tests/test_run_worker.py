@@ -1,16 +1,26 @@
 """The worker: its runner is the determinism sandbox; as a process, it drains on SIGTERM."""
 
 import asyncio
+import dataclasses
 import signal
 import sys
 import uuid
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.worker import Worker
+from temporalio.converter import (
+    DataConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
+from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import (
     RestrictedWorkflowAccessError,
     SandboxedWorkflowRunner,
@@ -71,6 +81,55 @@ async def test_the_product_runner_refuses_a_non_deterministic_call(client: Clien
                 execution_timeout=timedelta(seconds=30),
             )
     assert "datetime.datetime.now" in str(failure.value.cause)
+
+
+class ContextRecorder(PayloadCodec, WithSerializationContext):
+    """A codec that changes nothing and counts the payloads it sees, by their context."""
+
+    def __init__(self, seen: Counter[str], context: SerializationContext | None = None) -> None:
+        self.seen = seen
+        self.context = context
+
+    def with_context(self, context: SerializationContext) -> "ContextRecorder":
+        return ContextRecorder(self.seen, context)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return self._count("encode", payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return self._count("decode", payloads)
+
+    def _count(self, way: str, payloads: Sequence[Payload]) -> list[Payload]:
+        activity = getattr(self.context, "activity_type", "")
+        self.seen[f"{way} {type(self.context).__name__} {activity}"] += len(payloads)
+        return list(payloads)
+
+
+async def contexts_seen(client: Client, directory: Path, runner: WorkflowRunner) -> Counter[str]:
+    """Run a booking that books the car, fails at the hotel and undoes both; count contexts."""
+    seen: Counter[str] = Counter()
+    codec = ContextRecorder(seen)
+    converter = dataclasses.replace(DataConverter.default, payload_codec=codec)
+    config = client.config()
+    config["data_converter"] = converter
+    recording = Client(**config)
+    task_queue = f"test-{uuid.uuid4()}"
+    booking = trip(hotel="invalid-hotel-id")
+    activities = quick_activities(directory)
+    async with build_worker(recording, activities, task_queue, workflow_runner=runner):
+        await recording.execute_workflow(
+            BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
+        )
+    return seen
+
+
+async def test_the_product_runner_gives_each_payload_the_sandbox_s_context(
+    client: Client, tmp_path: Path
+) -> None:
+    plain = SandboxedWorkflowRunner(restrictions=WORKFLOW_RUNNER.restrictions)
+    expected = await contexts_seen(client, tmp_path / "plain", plain)
+    assert await contexts_seen(client, tmp_path / "product", WORKFLOW_RUNNER) == expected
+    assert expected["encode ActivitySerializationContext undo_book_car"] > 0
 
 
 async def test_worker_finishes_the_activity_in_flight_on_sigterm_and_exits_0(
