@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from temporalio import activity, workflow
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from temporalio.worker._command_aware_visitor import CommandInfo
 
 log = logging.getLogger("run_worker")
+T = TypeVar("T")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 """On SIGINT/SIGTERM, how long activities in flight may finish before cancellation."""
@@ -49,11 +50,11 @@ them per run: data and constants, and the activities it only names, never calls
 
 
 class _RememberingContexts(WorkflowInstance):
-    """A sandboxed run that asks the sandbox once per command for its payload contexts.
+    """A sandboxed run that asks the sandbox for a command's payload context once per activation.
 
     The worker asks a run for a command's serialization context three or four
     times for every payload it encodes or decodes, and in the sandbox each ask
-    is a trip into it (an `exec`): about 37 trips and 3.7 ms of CPU a booking,
+    is a trip into it (an `exec`): about 37 trips and 3.5 ms of CPU a booking,
     more than re-importing the workflow. A command's context changes only when
     the command resolves, which happens only during an activation, so the
     answers are remembered until the next one.
@@ -65,8 +66,9 @@ class _RememberingContexts(WorkflowInstance):
         self._stores: dict[CommandInfo | None, StorageDriverStoreContext] = {}
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
-        self._contexts.clear()
-        self._stores.clear()
+        # The run's own context (no command) depends only on its info: it stays.
+        self._contexts = _run_own(self._contexts)
+        self._stores = _run_own(self._stores)
         return self._sandboxed.activate(act)
 
     def get_serialization_context(
@@ -90,6 +92,10 @@ class _RememberingContexts(WorkflowInstance):
         return self._sandboxed.get_thread_id()
 
 
+def _run_own(answers: dict[CommandInfo | None, T]) -> dict[CommandInfo | None, T]:
+    return {None: answers[None]} if None in answers else {}
+
+
 class SandboxRunner(SandboxedWorkflowRunner):
     """Temporal's sandbox, with each run's payload contexts remembered per activation."""
 
@@ -106,7 +112,8 @@ WORKFLOW_RUNNER = SandboxRunner(
 `workflows.py` itself is still re-imported into a fresh sandbox for every run,
 with the standard library's non-deterministic calls (clock, random, I/O)
 refused; only the modules above are shared, so they are not re-imported per
-run. `workflows.py` keeps its module-level work small for the same reason.
+run. `workflows.py` keeps its module-level work small for the same reason, and
+each run remembers its payload contexts (`_RememberingContexts`).
 """
 
 
