@@ -14,7 +14,7 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import BookingActivities
 from config import PROJECT_DIR, ConfigError, temporal_connect_config
@@ -26,6 +26,24 @@ log = logging.getLogger("run_worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 """On SIGINT/SIGTERM, how long activities in flight may finish before cancellation."""
+
+
+PASSED_THROUGH = ("shared", "activities")
+"""The project's modules the workflow shares with the host instead of re-importing
+them per run: data and constants, and the activities it only names, never calls
+(what they import is then loaded outside the sandbox too)."""
+
+
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH)
+)
+"""The product's workflow runner: Temporal's determinism sandbox, kept on.
+
+`workflows.py` itself is still re-imported into a fresh sandbox for every run,
+with the standard library's non-deterministic calls (clock, random, I/O)
+refused; only the modules above are shared, so they are not re-imported per
+run. `workflows.py` keeps its module-level work small for the same reason.
+"""
 
 
 @dataclass(frozen=True)
@@ -58,15 +76,20 @@ def build_worker(
 ) -> Worker:
     """Return a worker for the saga workflow and its activities.
 
-    `workflow_runner`: None for the project's sandboxed runner.
+    Args:
+        client: The client to poll with.
+        activities: The activities to serve.
+        task_queue: The task queue to poll.
+        workflow_runner: How workflows run; None: `WORKFLOW_RUNNER`, sandboxed.
+
     """
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[BookingWorkflow],
         activities=activities.all(),
+        workflow_runner=workflow_runner or WORKFLOW_RUNNER,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        workflow_runner=workflow_runner or SandboxedWorkflowRunner(),
     )
 
 
