@@ -25,7 +25,7 @@ from api.loop import ClientLoop
 from api.settings import ApiSettings
 from starter import create_app, generate_unique_username
 from tests.support.calls import CallRecorder
-from tests.support.trips import JANE, JOHN
+from tests.support.trips import JANE, JOHN, JOHN_BOOKED
 from tests.support.workers import held
 from tools.processes import DevServer, free_port
 
@@ -42,14 +42,7 @@ TUTORIAL_REQUESTS = [
     pytest.param(
         JOHN,
         r"john-doe-\d{6}",
-        {
-            "cancelled": False,
-            "car": "Car: valid-car-id",
-            "hotel": "Hotel: valid-hotel-id",
-            "flight": "Flight: valid-flight-id",
-            "result": "Booked car: valid-car-id Booked hotel: valid-hotel-id "
-            "Booked flight: valid-flight-id",
-        },
+        JOHN_BOOKED,
         3,
         id="valid_trip_is_booked",
     ),

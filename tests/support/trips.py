@@ -24,6 +24,16 @@ JOHN = {
 JANE = {**JOHN, "name": "Jane Smith", "attempts": 3, "hotel": "invalid-hotel-id"}
 """The tutorial's second: the hotel is rejected, the car given back."""
 
+JOHN_BOOKED = {
+    "cancelled": False,
+    "car": "Car: valid-car-id",
+    "hotel": "Hotel: valid-hotel-id",
+    "flight": "Flight: valid-flight-id",
+    "result": "Booked car: valid-car-id Booked hotel: valid-hotel-id "
+    "Booked flight: valid-flight-id",
+}
+"""The tutorial's answer to JOHN's booking, less its `user_id`."""
+
 
 def trip(
     *,
