@@ -184,26 +184,17 @@ class Bookings:
         is one still awaited when Temporal becomes unreachable: its request
         stops waiting at once, and the client follows it on the status URL.
         """
-        outcome = asyncio.ensure_future(handle.result())
-        opened = asyncio.ensure_future(self.breaker.opened())
         try:
-            await asyncio.wait(
-                (outcome, opened), timeout=wait.total_seconds(), return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            ended = outcome.done()
-            outcome.cancel()
-            opened.cancel()
-        if not ended:
+            async with asyncio.timeout(wait.total_seconds()) as deadline:
+                with self.breaker.cutting_short(deadline):
+                    return await handle.result()
+        except TimeoutError:
             log.info("Booking %s still running, or Temporal unreachable: answering 202", handle.id)
-            return None
-        try:
-            return outcome.result()
         except RPCError as err:
             if err.status in UNREACHABLE_STATUSES:
                 self.breaker.trip(err)
             log.info("Booking %s: no result from Temporal (%r): answering 202", handle.id, err)
-            return None
+        return None
 
     @reaching_temporal
     async def status(self, user_id: str) -> BookingState | WorkflowExecutionStatus | None:

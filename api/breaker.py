@@ -14,7 +14,8 @@ Everything here runs on the client's loop (`api/loop.py`), so needs no lock.
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger("api.breaker")
 
@@ -31,32 +32,45 @@ class Breaker:
     def __init__(self, healthy: Callable[[], Awaitable[bool]]) -> None:
         """Watch Temporal with `healthy`, an RPC that is True when Temporal serves."""
         self._healthy = healthy
-        self._probe: asyncio.Task[None] | None = None
-        self._opened = asyncio.Event()
+        self._probe: asyncio.Task[None] | None = None  # held: the loop keeps only a weak one
+        self._open = False
+        self._deadlines: set[asyncio.Timeout] = set()
 
     @property
     def is_open(self) -> bool:
         """Whether requests should answer 503 without calling Temporal."""
-        return self._opened.is_set()
+        return self._open
 
     def trip(self, reason: BaseException) -> None:
         """Open the breaker after a call found Temporal unreachable; start the probe."""
         if self.is_open:
             return
         log.warning("Temporal unreachable (%r): answering 503 until it answers again", reason)
-        self._opened.set()
-        self._probe = asyncio.get_running_loop().create_task(self._watch(), name="temporal-probe")
+        self._open = True
+        loop = asyncio.get_running_loop()
+        for deadline in self._deadlines:
+            deadline.reschedule(loop.time())
+        self._probe = loop.create_task(self._watch(), name="temporal-probe")
 
-    async def opened(self) -> None:
-        """Return once the breaker opens (at once if it is open)."""
-        await self._opened.wait()
+    @contextmanager
+    def cutting_short(self, deadline: asyncio.Timeout) -> Iterator[None]:
+        """Within this, the breaker's opening brings `deadline` forward to now.
+
+        For a wait that has nothing to gain once Temporal is unreachable: it
+        ends at once, as if its time were up.
+        """
+        self._deadlines.add(deadline)
+        try:
+            yield
+        finally:
+            self._deadlines.discard(deadline)
 
     async def _watch(self) -> None:
         while True:
             if await self._answers():
                 break
             await asyncio.sleep(PROBE_INTERVAL)
-        self._opened.clear()
+        self._open = False
         log.info("Temporal answers again: taking requests")
 
     async def _answers(self) -> bool:
