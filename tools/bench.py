@@ -34,19 +34,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http.client import HTTPConnection, RemoteDisconnected
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 
-from api.settings import ApiSettings
+from api.settings import SPARE_THREADS, ApiSettings
 from shared import BookVacationInput
 from tools.processes import ROOT, DevServer, WorkerProcess, answers, free_port, wait_until
 from workflows import BookingWorkflow
@@ -230,17 +230,46 @@ def connect_per_request(address: str) -> Booking:
     return book
 
 
+class Refused(Exception):
+    """The API answered with an error status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
 def http(port: int, pool: ThreadPoolExecutor, *, poll: bool) -> Booking:
-    """Book through the API: POST /book, or POST /bookings then poll the status."""
-    base = f"http://127.0.0.1:{port}"
+    """Book through the API: POST /book, or POST /bookings then poll the status.
+
+    Each client thread keeps its connection open between requests, as an
+    HTTP client with a connection pool does.
+    """
+    local = threading.local()
+
+    def exchange(method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+        reused = getattr(local, "connection", None)
+        connection = reused or HTTPConnection("127.0.0.1", port, timeout=60)
+        local.connection = connection
+        headers = {"Content-Type": "application/json"} if data else {}
+        try:
+            connection.request(method, path, data, headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        except (RemoteDisconnected, ConnectionError):
+            connection.close()
+            local.connection = None
+            if reused is None:
+                raise
+            # The server had closed the idle connection: it never read this request.
+            return exchange(method, path, data)
 
     def send(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data else {}
-        request = urllib.request.Request(base + path, data, headers, method=method)
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer: dict[str, Any] = json.load(response)
-            return answer
+        status, payload = exchange(method, path, data)
+        if status >= 400:
+            raise Refused(status)
+        answer: dict[str, Any] = json.loads(payload)
+        return answer
 
     def book_sync() -> None:
         if not poll:
@@ -252,8 +281,8 @@ def http(port: int, pool: ThreadPoolExecutor, *, poll: bool) -> Booking:
             try:
                 if send("GET", url)["status"] == "confirmed":
                     return
-            except urllib.error.HTTPError as err:
-                if err.code != 503:  # a busy worker: ask again, as a client would
+            except Refused as err:
+                if err.status != 503:  # a busy worker: ask again, as a client would
                     raise
 
     async def book() -> None:
@@ -397,18 +426,18 @@ def report(
 def in_flight(sagas: int, serving: ApiSettings) -> dict[str, Any]:
     """Return how `sagas` in flight relate to the API's processes x threads.
 
-    A waiting POST /book holds a request thread: past processes x threads,
-    sagas queue for a thread instead of running.
+    A waiting POST /book holds a request thread, and all but `SPARE_THREADS`
+    of each process's may wait: past that, a booking is refused (503).
     """
-    slots = serving.processes * serving.threads
+    slots = serving.processes * serving.max_waiting
     plural = "es" if serving.processes > 1 else ""
     return {
         "sagas": sagas,
         "api_processes": serving.processes,
         "api_threads": serving.threads,
-        "api_requests_at_once": slots,
+        "api_requests_waiting_at_once": slots,
         "text": f"{sagas} in flight, {serving.processes} process{plural} x "
-        f"{serving.threads} threads = {slots} requests at once",
+        f"({serving.threads} - {SPARE_THREADS}) threads = {slots} may wait at once",
     }
 
 
