@@ -61,7 +61,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["ASYNC_VIEW_TIMEOUT"] = settings.request_timeout
     app.json.sort_keys = True  # type: ignore[attr-defined]
-    breaker = Breaker(temporal_client.service_client.check_health)
+    breaker = Breaker.for_client(temporal_client)
     bookings = Bookings(temporal_client, settings.task_queue, generate_unique_username, breaker)
     app.extensions["bookings"] = bookings
     app.register_blueprint(routes.blueprint)

@@ -20,6 +20,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -29,7 +30,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.breaker import Breaker
+from api.breaker import UNREACHABLE_STATUSES, Breaker, unreachable
 from api.contract import BookingRequest
 from shared import BookingState
 from workflows import BookingWorkflow
@@ -54,13 +55,11 @@ ID_TRIES = 5
 POLLER_FRESHNESS = timedelta(minutes=2)
 """A worker seen polling this recently counts as ready (its polls last up to a minute)."""
 
-UNREACHABLE_STATUSES = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
-"""RPC failures that say Temporal cannot be reached (they open the breaker)."""
-
 TRANSIENT = {*UNREACHABLE_STATUSES, RPCStatusCode.RESOURCE_EXHAUSTED}
 """RPC failures that say "not now" rather than "no": worth a retry later."""
 
 UNREACHABLE = "Temporal is unreachable; try again shortly"
+NO_WORKER_ANSWERED = "no worker answered; try again shortly"
 
 Handle = WorkflowHandle[BookingWorkflow, BookingState]
 P = ParamSpec("P")
@@ -97,7 +96,7 @@ class TemporalUnavailable(BookingError):
 
 
 class StartUnknown(TemporalUnavailable):
-    """Temporal became unreachable while starting a booking: it may or may not have started."""
+    """Temporal did not confirm a booking's start in time: it may or may not have started."""
 
     def __init__(self, user_id: str) -> None:
         super().__init__(
@@ -110,11 +109,11 @@ class StartUnknown(TemporalUnavailable):
 def reaching_temporal(
     operation: Callable[Concatenate["Bookings", P], Awaitable[T]],
 ) -> Callable[Concatenate["Bookings", P], Awaitable[T]]:
-    """Fail fast while the breaker is open; open it when `operation` finds Temporal unreachable.
+    """Fail fast while the breaker is open; show it what `operation` met on the way.
 
-    Unreachable: a failed connect of the lazily connected client (the SDK's
-    bridge raises a bare RuntimeError), an RPC that could not get through, or
-    a call that outlived its bound.
+    An error that says Temporal could not be reached opens the breaker
+    (`api.breaker.unreachable`); a call that outlived its bound, or a failed
+    connect, becomes `TemporalUnavailable`.
     """
 
     @wraps(operation)
@@ -124,19 +123,15 @@ def reaching_temporal(
         try:
             return await operation(self, *args, **kwargs)
         except TemporalUnavailable as err:
-            self.breaker.trip(err)
+            if err.__cause__ is not None:
+                self.breaker.observe(err.__cause__)
             raise
-        except RPCError as err:
-            if err.status in UNREACHABLE_STATUSES:
-                self.breaker.trip(err)
-            raise
-        except TimeoutError as err:
-            self.breaker.trip(err)
-            raise TemporalUnavailable(UNREACHABLE) from err
-        except RuntimeError as err:
-            if not str(err).startswith("Failed client connect"):
+        except (RPCError, TimeoutError, RuntimeError) as err:
+            if not unreachable(err):
                 raise
-            self.breaker.trip(err)
+            self.breaker.observe(err)
+            if isinstance(err, RPCError):
+                raise  # api/errors.py answers it (503)
             raise TemporalUnavailable(UNREACHABLE) from err
 
     return reaching
@@ -191,8 +186,7 @@ class Bookings:
         except TimeoutError:
             log.info("Booking %s still running, or Temporal unreachable: answering 202", handle.id)
         except RPCError as err:
-            if err.status in UNREACHABLE_STATUSES:
-                self.breaker.trip(err)
+            self.breaker.observe(err)
             log.info("Booking %s: no result from Temporal (%r): answering 202", handle.id, err)
         return None
 
@@ -207,11 +201,16 @@ class Bookings:
             return await bounded(handle.result())
         if status != WorkflowExecutionStatus.RUNNING:
             return status
+        query = handle.query(BookingWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
         try:
-            return await handle.query(BookingWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
-        except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
+            return await bounded(query, QUERY_TIMEOUT + LOOKUP_TIMEOUT)
+        except RPCError as err:
+            if err.status == RPCStatusCode.UNAVAILABLE:
+                raise  # Temporal's, not the worker's
+            raise NoWorker(NO_WORKER_ANSWERED) from err
+        except (TimeoutError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
             # No worker, or one that cannot answer (say, mid-deploy): not now.
-            raise NoWorker("no worker answered; try again shortly") from err
+            raise NoWorker(NO_WORKER_ANSWERED) from err
 
     @reaching_temporal
     async def cancel(self, user_id: str) -> str:
@@ -268,15 +267,13 @@ class Bookings:
 
     async def _start_keyed(self, booking: BookingRequest, key: str) -> Handle:
         """Start the booking the key names; a repeat (even a concurrent one) gets the same."""
-        user_id = keyed_booking_id(key)
+        user_id, digest = keyed_booking_id(key), fingerprint(booking)
         try:
-            return await self._start(booking, user_id, fingerprint(booking))
+            return await self._start(booking, user_id, digest)
         except WorkflowAlreadyStartedError:
             pass
         handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
-        memo = await (await bounded(handle.describe(rpc_timeout=RPC_TIMEOUT))).memo()
-        if memo.get("request") != fingerprint(booking):
-            raise KeyReused("this Idempotency-Key was used with a different request", user_id)
+        await same_request(await bounded(handle.describe(rpc_timeout=RPC_TIMEOUT)), digest)
         return handle
 
     async def _start(
@@ -300,28 +297,35 @@ class Bookings:
                 ),
                 attempt,
             )
-        except (RPCError, TimeoutError) as err:
-            if isinstance(err, RPCError) and err.status not in TRANSIENT:
-                raise
-            return await self._look_up_start(user_id, err)
+        except RPCError as err:
+            if not unreachable(err):
+                raise  # refused, "not now" (RESOURCE_EXHAUSTED) included: nothing started
+            return await self._look_up_start(user_id, request_digest)
+        except TimeoutError:
+            return await self._look_up_start(user_id, request_digest)
 
-    async def _look_up_start(self, user_id: str, err: RPCError | TimeoutError) -> Handle:
+    async def _look_up_start(self, user_id: str, request_digest: str | None) -> Handle:
         """Find a start whose answer was lost: the id, chosen before the call, tells.
 
-        Not found: it never started, and `err` says to retry (503). No answer
-        either: it may have started, so the 503 names the booking, to be
-        followed (or retried with an Idempotency-Key) rather than booked anew.
+        Found: the booking. Not found, or no answer: an attempt may still be on
+        its way to Temporal, so the 503 (`StartUnknown`) names the booking, to
+        be followed (or retried with its Idempotency-Key) rather than booked anew.
         """
         handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
         try:
-            await bounded(handle.describe(rpc_timeout=LOOKUP_TIMEOUT), LOOKUP_TIMEOUT)
-        except RPCError as lookup:
-            if lookup.status == RPCStatusCode.NOT_FOUND:
-                raise err from None
-            raise StartUnknown(user_id) from err
-        except TimeoutError:
-            raise StartUnknown(user_id) from err
+            found = await bounded(handle.describe(rpc_timeout=LOOKUP_TIMEOUT), LOOKUP_TIMEOUT)
+        except (RPCError, TimeoutError) as lookup:
+            raise StartUnknown(user_id) from lookup
+        await same_request(found, request_digest)
         return handle
+
+
+async def same_request(found: WorkflowExecutionDescription, request_digest: str | None) -> None:
+    """Raise `KeyReused` unless the booking found was started by this request (if keyed)."""
+    if request_digest is None:
+        return
+    if (await found.memo()).get("request") != request_digest:
+        raise KeyReused("this Idempotency-Key was used with a different request", found.id)
 
 
 def keyed_booking_id(key: str) -> str:

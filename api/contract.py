@@ -161,7 +161,11 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     fields: dict[str, str] | None = Field(None, description="each invalid field, on a 400")
-    user_id: str | None = Field(None, description="the booking concerned, on a 409 or 422")
+    user_id: str | None = Field(
+        None,
+        description="the booking concerned: on a 409 or 422, and on a 503 when Temporal "
+        "did not confirm its start (it may have started)",
+    )
 
 
 MODELS: list[type[BaseModel]] = [

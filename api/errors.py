@@ -73,7 +73,10 @@ def problem(
 def booking_error(err: BookingError) -> Response:
     """Answer a booking operation that cannot be done."""
     if isinstance(err, TemporalUnavailable):
-        log.warning("Cannot connect to Temporal: %s", err.__cause__ or err)
+        # Answered at once while the breaker is open (no cause): the breaker
+        # logs the outage once, not once a request.
+        level = logging.WARNING if err.__cause__ is not None else logging.DEBUG
+        log.log(level, "Temporal unreachable: %s", err.__cause__ or err)
     status = next((STATUS[kind] for kind in type(err).__mro__ if kind in STATUS), None)
     return problem(status or HTTPStatus.INTERNAL_SERVER_ERROR, err.detail, user_id=err.user_id)
 

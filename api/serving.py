@@ -52,6 +52,8 @@ class Server(BaseApplication):
     def __init__(self, settings: ApiSettings, make_app: Callable[[ApiSettings], Flask]) -> None:
         self.settings = settings
         self.make_app = make_app
+        # Made once: gunicorn calls load_config again on a reload (SIGHUP).
+        self.metrics = MetricsDirectory(settings.processes)
         super().__init__()
 
     def load_config(self) -> None:
@@ -71,7 +73,7 @@ class Server(BaseApplication):
         # After the worker's own signal handlers are in place (post_fork is too early).
         self.cfg.set("post_worker_init", _ignore_interrupt)
         self.cfg.set("worker_exit", _stop_client_loop)
-        metrics = MetricsDirectory(s.processes)
+        metrics = self.metrics
         # In the master: before the first fork, as each worker exits, at the end.
         self.cfg.set("on_starting", lambda arbiter: metrics.prepare())
         self.cfg.set("child_exit", lambda arbiter, worker: metrics.forget(worker.pid))

@@ -36,7 +36,9 @@ class ApiSettings:
                 env, "BOOK_WAIT_SECONDS", float, cls.book_wait_seconds, low=0.1, high=3600
             ),
             processes=number_from_env(env, "WEB_CONCURRENCY", int, cls.processes, low=1, high=64),
-            threads=number_from_env(env, "API_THREADS", int, cls.threads, low=1, high=256),
+            threads=number_from_env(
+                env, "API_THREADS", int, cls.threads, low=SPARE_THREADS + 1, high=256
+            ),
         )
 
     @property

@@ -182,12 +182,19 @@ class Stack:
         return pids
 
     def stop(self) -> None:
-        """Stop everything."""
-        if self.api is not None:
-            self.api.terminate()
-            self.api.wait(30)
-        self.worker.stop()
-        self.server.stop()
+        """Stop everything, even if one part will not stop."""
+        try:
+            if self.api is not None:
+                self.api.terminate()
+                try:
+                    self.api.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.api.kill()
+        finally:
+            try:
+                self.worker.stop()
+            finally:
+                self.server.stop()
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,19 @@
 """`api/breaker.py`: while Temporal is down the API answers 503 fast and `/healthz` at once;
 once Temporal is back, bookings go through, none lost and none doubled.
 
-The API is served as in production (gunicorn, `starter.py`), by a dev server
-of its own that is SIGKILLed and restarted on its file, or frozen (SIGSTOP)
-and resumed.
+First as a user meets it: the API served as in production (gunicorn,
+`starter.py`), by a dev server of its own that is SIGKILLed and restarted on
+its file, or frozen (SIGSTOP) and resumed. Then the breaker alone, with a
+probe that answers or not, for what a real server cannot be made to do on
+cue: be slow but healthy, or go away just as a wait expires.
 """
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -22,8 +27,10 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.bookings import START_TIMEOUT
+from api.breaker import Breaker
 from tests.support.processes import spawn
 from tests.support.trips import JOHN
 from tools.processes import DevServer, WorkerProcess, answers, free_port, wait_until
@@ -135,12 +142,12 @@ def test_temporal_outage_answers_503_fast_healthz_at_once_and_recovers(
         wait_for(lambda: known <= asyncio.run(booking_ids(server.address, queue)))
         in_temporal = asyncio.run(booking_ids(server.address, queue))
     finally:
-        if back is not None:
-            back()
-        api.send_signal(signal.SIGTERM)
-        api.wait(60)
-        worker.stop()
-        server.stop()
+        with contextlib.ExitStack() as stopping:  # each runs, even if one before it fails
+            stopping.callback(server.stop)
+            stopping.callback(worker.stop)
+            stopping.callback(stop_api, api)
+            if back is not None:
+                back()
 
     assert waited.status == 202, "a booking under way is followed, not failed"
     assert waited.ended - went < START_TIMEOUT.total_seconds() + SLACK, "it must stop waiting"
@@ -164,6 +171,16 @@ def test_temporal_outage_answers_503_fast_healthz_at_once_and_recovers(
     assert in_temporal <= set(named), "".join(output.lines)
 
 
+def stop_api(api: "subprocess.Popen[str]") -> None:
+    """SIGTERM the API; SIGKILL its process group if it has not drained within a minute."""
+    api.send_signal(signal.SIGTERM)
+    try:
+        api.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(api.pid, signal.SIGKILL)
+        raise
+
+
 def wait_for(condition: Callable[[], bool], within: float = 30) -> None:
     deadline = time.monotonic() + within
     while not condition():
@@ -174,3 +191,123 @@ def wait_for(condition: Callable[[], bool], within: float = 30) -> None:
 async def booking_ids(address: str, queue: str) -> set[str]:
     client = await Client.connect(address)
     return {w.id async for w in client.list_workflows(f"TaskQueue = '{queue}'")}
+
+
+class Temporal:
+    """What the breaker's probe meets: an answer, or none (as a real server did above)."""
+
+    def __init__(self, *, answers: bool) -> None:
+        self.answers = answers
+        self.probes = 0
+
+    async def probe(self) -> None:
+        self.probes += 1
+        if not self.answers:
+            raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+
+async def wait_for_state(breaker: Breaker, *, is_open: bool) -> None:
+    async with asyncio.timeout(5):
+        while True:
+            if breaker.is_open == is_open:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def waited(breaker: Breaker, seconds: float = 30) -> float:
+    """Wait under the breaker for up to `seconds`, as a booking's result does; return how long."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds) as deadline:
+            with breaker.cutting_short(deadline):
+                await asyncio.sleep(seconds + 1)
+    return loop.time() - started
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        RPCError("refused", RPCStatusCode.UNAVAILABLE, b""),
+        RPCError("slow", RPCStatusCode.DEADLINE_EXCEEDED, b""),
+        TimeoutError(),
+        RuntimeError("Failed client connect: tcp connect error"),
+    ],
+    ids=["unavailable", "deadline_exceeded", "bound_outlived", "connect_failed"],
+)
+async def test_an_unreachable_temporal_opens_the_breaker(err: BaseException) -> None:
+    breaker = Breaker(Temporal(answers=False).probe)
+
+    breaker.observe(err)
+
+    assert breaker.is_open
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        RPCError("no such workflow", RPCStatusCode.NOT_FOUND, b""),
+        RPCError("slow down", RPCStatusCode.RESOURCE_EXHAUSTED, b""),
+        RuntimeError("a bug"),
+        ValueError(),
+    ],
+    ids=["not_found", "resource_exhausted", "other_runtime_error", "other_error"],
+)
+async def test_an_answer_from_temporal_leaves_the_breaker_closed(err: BaseException) -> None:
+    breaker = Breaker(Temporal(answers=False).probe)
+
+    breaker.observe(err)
+
+    assert not breaker.is_open
+
+
+async def test_a_slow_but_healthy_temporal_closes_it_at_once_and_cuts_no_wait_short() -> None:
+    temporal = Temporal(answers=True)
+    breaker = Breaker(temporal.probe)
+
+    waiting = asyncio.create_task(waited(breaker, 0.5))
+    await asyncio.sleep(0)
+    breaker.observe(TimeoutError())
+    await wait_for_state(breaker, is_open=False)
+
+    assert temporal.probes == 1
+    assert await waiting >= 0.5, "a wait was cut short"
+
+
+async def test_an_outage_cuts_waits_short_and_the_probe_closes_it_when_temporal_is_back() -> None:
+    temporal = Temporal(answers=False)
+    breaker = Breaker(temporal.probe)
+
+    waiting = asyncio.create_task(waited(breaker))
+    await asyncio.sleep(0)
+    breaker.observe(TimeoutError())
+    cut = await waiting
+    late = await waited(breaker)  # a wait that begins during the outage ends at once
+    temporal.answers = True
+    await wait_for_state(breaker, is_open=False)
+
+    assert cut < 1
+    assert late < 1
+    assert temporal.probes >= 2
+
+
+async def test_a_wait_expiring_as_the_outage_is_confirmed_never_leaves_it_stuck_open() -> None:
+    temporal = Temporal(answers=False)
+    breaker = Breaker(temporal.probe)
+    deadlines: list[asyncio.Timeout] = []
+
+    async def wait() -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30) as deadline:
+                with breaker.cutting_short(deadline):
+                    deadlines.append(deadline)
+                    await asyncio.sleep(31)
+
+    waiting = asyncio.create_task(wait())
+    await asyncio.sleep(0)
+    # Its time runs out in the very loop iteration in which the probe first misses.
+    deadlines[0].reschedule(asyncio.get_running_loop().time())
+    breaker.observe(TimeoutError())
+    await waiting
+    temporal.answers = True
+    await wait_for_state(breaker, is_open=False)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from api.settings import ApiSettings
 from tools.processes import ROOT
 
 QUICK_SCENARIOS = {
@@ -110,7 +111,8 @@ def test_bench_relates_the_demo_sagas_in_flight_to_the_api_threads(bench: Run) -
         "sagas": 4,
         "api_processes": serving["processes"],
         "api_threads": serving["threads"],
-        "api_requests_waiting_at_once": serving["processes"] * (serving["threads"] - 2),
+        "api_requests_waiting_at_once": serving["processes"]
+        * ApiSettings(threads=serving["threads"]).max_waiting,
         "text": data["demo_in_flight"]["text"],
     }
     assert f"4 in flight, {serving['processes']} process" in run.stdout
