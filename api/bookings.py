@@ -176,8 +176,9 @@ class Bookings:
         Once the booking has started, no failure may reach the client as "try
         again": a retry would book a second trip. A result that is late, or that
         Temporal cannot deliver just now, is None; the caller answers 202. So
-        is one still awaited when Temporal becomes unreachable: its request
-        stops waiting at once, and the client follows it on the status URL.
+        is one still awaited once Temporal is found unreachable (the breaker
+        open and its probe unanswered): its request stops waiting at once, and
+        the client follows the booking on the status URL.
         """
         try:
             async with asyncio.timeout(wait.total_seconds()) as deadline:
