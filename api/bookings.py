@@ -55,6 +55,17 @@ ID_TRIES = 5
 POLLER_FRESHNESS = timedelta(minutes=2)
 """A worker seen polling this recently counts as ready (its polls last up to a minute)."""
 
+REFUSED = {
+    RPCStatusCode.INVALID_ARGUMENT,
+    RPCStatusCode.NOT_FOUND,
+    RPCStatusCode.PERMISSION_DENIED,
+    RPCStatusCode.UNAUTHENTICATED,
+    RPCStatusCode.FAILED_PRECONDITION,
+    RPCStatusCode.UNIMPLEMENTED,
+}
+"""RPC failures that say a start was turned away before it was acted on (say, an
+unknown namespace): no attempt of it can have started a booking."""
+
 TRANSIENT = {*UNREACHABLE_STATUSES, RPCStatusCode.RESOURCE_EXHAUSTED}
 """RPC failures that say "not now" rather than "no": worth a retry later."""
 
@@ -204,7 +215,7 @@ class Bookings:
             return status
         query = handle.query(BookingWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
         try:
-            return await bounded(query, QUERY_TIMEOUT + LOOKUP_TIMEOUT)
+            return await bounded(query, QUERY_TIMEOUT)
         except RPCError as err:
             if err.status == RPCStatusCode.UNAVAILABLE:
                 raise  # Temporal's, not the worker's
@@ -274,7 +285,11 @@ class Bookings:
         except WorkflowAlreadyStartedError:
             pass
         handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
-        await same_request(await bounded(handle.describe(rpc_timeout=RPC_TIMEOUT)), digest)
+        try:
+            found = await bounded(handle.describe(rpc_timeout=LOOKUP_TIMEOUT), LOOKUP_TIMEOUT)
+        except (RPCError, TimeoutError) as err:
+            raise StartUnknown(user_id) from err  # it exists; name it, as a lost start does
+        await same_request(found, digest)
         return handle
 
     async def _start(
@@ -299,8 +314,9 @@ class Bookings:
                 attempt,
             )
         except RPCError as err:
-            if not unreachable(err):
-                raise  # refused, "not now" (RESOURCE_EXHAUSTED) included: nothing started
+            if err.status in REFUSED:
+                raise  # turned away before it was acted on: nothing started
+            # Anything else may have come after an earlier attempt landed.
             return await self._look_up_start(user_id, request_digest)
         except TimeoutError:
             return await self._look_up_start(user_id, request_digest)

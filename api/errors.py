@@ -22,6 +22,7 @@ from api.bookings import (
     NoWorker,
     TemporalUnavailable,
 )
+from api.breaker import unreachable
 from api.contract import PROBLEM, Problem
 from api.inputs import InvalidRequest
 from api.loop import Busy
@@ -75,8 +76,10 @@ def booking_error(err: BookingError) -> Response:
     if isinstance(err, TemporalUnavailable):
         # Answered at once while the breaker is open (no cause): the breaker
         # logs the outage once, not once a request.
-        level = logging.WARNING if err.__cause__ is not None else logging.DEBUG
-        log.log(level, "Temporal unreachable: %s", err.__cause__ or err)
+        cause = err.__cause__
+        level = logging.WARNING if cause is not None else logging.DEBUG
+        what = "Temporal unreachable" if cause is None or unreachable(cause) else "Temporal"
+        log.log(level, "%s: %s (%s)", what, cause or err, err.detail)
     status = next((STATUS[kind] for kind in type(err).__mro__ if kind in STATUS), None)
     return problem(status or HTTPStatus.INTERNAL_SERVER_ERROR, err.detail, user_id=err.user_id)
 

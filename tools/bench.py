@@ -262,12 +262,13 @@ def http(port: int, pool: ThreadPoolExecutor, *, poll: bool) -> Booking:
             connection.request(method, path, data, headers)
             response = connection.getresponse()
             return response.status, response.read()
-        except (RemoteDisconnected, ConnectionError):
+        except (RemoteDisconnected, BrokenPipeError):
             connection.close()
             local.connection = None
             if reused is None:
                 raise
-            # The server had closed the idle connection: it never read this request.
+            # The server had closed the idle connection (no answer at all, or a
+            # send refused): it never acted on this request.
             return exchange(method, path, data)
 
     def send(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

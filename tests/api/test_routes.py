@@ -129,6 +129,21 @@ def test_readyz_is_503_when_no_worker_polls(make_app: Callable[..., Flask]) -> N
     assert "no worker polls" in response.get_json()["detail"]
 
 
+def test_status_with_no_worker_to_answer_is_503_and_leaves_the_breaker_closed(
+    make_app: Callable[..., Flask], client_loop: ClientLoop, api_client: Client
+) -> None:
+    app = make_app(ApiSettings(task_queue=f"nobody-{uuid.uuid4()}"))
+    started = app.test_client().post("/bookings", json=JOHN)
+
+    response = app.test_client().get(started.headers["Location"])
+
+    client_loop.run(api_client.get_workflow_handle(started.get_json()["user_id"]).terminate())
+    assert started.status_code == 202
+    assert response.status_code == 503
+    assert response.get_json()["detail"] == "no worker answered; try again shortly"
+    assert not app.extensions["bookings"].breaker.is_open, "a missing worker is not an outage"
+
+
 def test_readyz_is_503_when_temporal_is_down() -> None:
     client_loop = ClientLoop.start()
     try:
