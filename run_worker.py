@@ -14,7 +14,7 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import BookingActivities
 from config import PROJECT_DIR, ConfigError, temporal_connect_config
@@ -28,21 +28,14 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 """On SIGINT/SIGTERM, how long activities in flight may finish before cancellation."""
 
 
-PASSED_THROUGH = ("shared", "activities")
-"""The project's modules the workflow shares with the host instead of re-importing
-them per run: data and constants, and the activities it only names, never calls
-(what they import is then loaded outside the sandbox too)."""
-
-
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH)
-)
+WORKFLOW_RUNNER = SandboxedWorkflowRunner()
 """The product's workflow runner: Temporal's determinism sandbox, kept on.
 
-`workflows.py` itself is still re-imported into a fresh sandbox for every run,
-with the standard library's non-deterministic calls (clock, random, I/O)
-refused; only the modules above are shared, so they are not re-imported per
-run. `workflows.py` keeps its module-level work small for the same reason.
+`workflows.py` is re-imported into a fresh sandbox for every run, with the
+standard library's non-deterministic calls (clock, random, I/O) refused. The
+project modules it imports (`shared`, `activities`) it imports passed
+through, so they are not re-imported per run; and it keeps its own
+module-level work small for the same reason.
 """
 
 
@@ -112,8 +105,12 @@ def runtime(metrics_address: str) -> Runtime:
     return Runtime(telemetry=TelemetryConfig(metrics=metrics))
 
 
-async def main() -> None:
-    """Run the worker until SIGINT or SIGTERM, then drain it."""
+async def main(workflow_runner: WorkflowRunner | None = None) -> None:
+    """Run the worker until SIGINT or SIGTERM, then drain it.
+
+    `workflow_runner`: as `build_worker`'s (the benchmark's reference worker
+    turns the sandbox off; the product never does).
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # The saga's own lines carry the booking id; the SDK's dict after each is noise.
     workflow.logger.workflow_info_on_message = False
@@ -129,7 +126,9 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with build_worker(client, activities, settings.task_queue):
+    async with build_worker(
+        client, activities, settings.task_queue, workflow_runner=workflow_runner
+    ):
         log.info("Worker polling task queue %r; Ctrl-C to stop", settings.task_queue)
         await stop.wait()
         log.info("Draining activities in flight (up to %s)", GRACEFUL_SHUTDOWN)

@@ -112,14 +112,14 @@ class ClientLoopFlask(Flask):
                 # Read the body here, on the request's thread (it is cached for
                 # the view): the loop must never wait on a client's socket.
                 request.get_data()
-            timeout = self.config["ASYNC_VIEW_TIMEOUT"]
-            if self._waiting is None:
-                return self.client_loop.run(func(*args, **kwargs), timeout)
-            if not self._waiting.acquire(blocking=False):
+            if self._waiting is not None and not self._waiting.acquire(blocking=False):
                 raise Busy("every request slot is waiting on Temporal")
             try:
-                return self.client_loop.run(func(*args, **kwargs), timeout)
+                return self.client_loop.run(
+                    func(*args, **kwargs), self.config["ASYNC_VIEW_TIMEOUT"]
+                )
             finally:
-                self._waiting.release()
+                if self._waiting is not None:
+                    self._waiting.release()
 
         return on_client_loop
