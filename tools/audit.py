@@ -9,7 +9,6 @@ booking Temporal does not know; no booking has been running too long.
 
 import argparse
 import asyncio
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from config import temporal_connect_config
 from providers import ProviderStore, RowStatus
 from run_worker import WorkerSettings
 from shared import BookingState, Leg, Outcome, UndoOutcome
+from tools.processes import exit_at_once
 
 
 @dataclass
@@ -157,4 +157,4 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    exit_at_once(asyncio.run(main()))

@@ -48,7 +48,15 @@ from temporalio.client import Client
 
 from api.settings import SPARE_THREADS, ApiSettings
 from shared import BookVacationInput
-from tools.processes import ROOT, DevServer, WorkerProcess, answers, free_port, wait_until
+from tools.processes import (
+    ROOT,
+    DevServer,
+    WorkerProcess,
+    answers,
+    exit_at_once,
+    free_port,
+    wait_until,
+)
 from workflows import BookingWorkflow
 
 QUIET_SIMULATION = {"SIM_LATENCY_SECONDS": "0", "SIM_HOTEL_OUTAGE": "0"}
@@ -702,4 +710,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_at_once(main())

@@ -10,7 +10,6 @@ the audit. The run passes only if every booking ended and the audit is clean.
 import argparse
 import asyncio
 import random
-import sys
 import tempfile
 import time
 import uuid
@@ -29,7 +28,7 @@ from temporalio.service import RPCError
 from providers import ProviderStore
 from shared import BookingState, BookVacationInput
 from tools.audit import AuditReport, run_audit
-from tools.processes import DevServer, WorkerProcess
+from tools.processes import DevServer, WorkerProcess, exit_at_once
 from workflows import BookingWorkflow
 
 FAULTS = {
@@ -236,4 +235,4 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    exit_at_once(asyncio.run(main()))
