@@ -11,15 +11,17 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio import activity, workflow
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import BookingActivities
 from config import PROJECT_DIR, ConfigError, temporal_connect_config
 from providers import ProviderStore, Simulation
-from shared import TASK_QUEUE_NAME
+from shared import SEARCH_ATTRIBUTES, TASK_QUEUE_NAME
 from workflows import BookingWorkflow
 
 log = logging.getLogger("run_worker")
@@ -93,6 +95,49 @@ def open_activities(settings: WorkerSettings) -> BookingActivities:
     return BookingActivities(simulation, stores)
 
 
+async def missing_search_attributes(client: Client) -> list[str]:
+    """Return the names of the saga's search attributes that the client's namespace lacks.
+
+    Every booking sets them, so a worker serving a namespace without them
+    would fail every booking: it stops at start instead (`main`).
+    """
+    response = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    have = response.custom_attributes
+    return [
+        key.name for key in SEARCH_ATTRIBUTES if have.get(key.name) != key.indexed_value_type.value
+    ]
+
+
+def how_to_create(namespace: str, names: list[str]) -> str:
+    """Return what to tell an operator whose namespace lacks the search attributes `names`."""
+    commands = "\n".join(
+        f"  temporal operator search-attribute create --namespace {namespace} "
+        f"--name {name} --type Keyword"
+        for name in names
+    )
+    return (
+        f"namespace {namespace!r} lacks the search attributes {', '.join(names)}, which "
+        f'every booking sets; create them (README, "Search attributes"), then start '
+        f"the worker again:\n{commands}"
+    )
+
+
+async def check_namespace(client: Client) -> None:
+    """Stop the worker, saying why, if its namespace lacks the saga's search attributes."""
+    try:
+        missing = await missing_search_attributes(client)
+    except RPCError as err:
+        if err.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+            raise SystemExit(f"cannot list the search attributes: {err.message}") from None
+        # Some deployments do not let a worker's credentials list them: go on.
+        log.warning("Could not check the namespace's search attributes: %s", err.message)
+        return
+    if missing:
+        raise SystemExit(how_to_create(client.namespace, missing))
+
+
 def runtime(metrics_address: str) -> Runtime:
     """Return the SDK runtime: with a Prometheus endpoint if given an address.
 
@@ -122,6 +167,7 @@ async def main(workflow_runner: WorkflowRunner | None = None) -> None:
         client = await Client.connect(**config, runtime=runtime(settings.metrics_address))
     except RuntimeError as err:
         raise SystemExit(f"cannot reach Temporal at {config['target_host']}: {err}") from None
+    await check_namespace(client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

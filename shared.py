@@ -8,7 +8,34 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+
 TASK_QUEUE_NAME = "saga-task-queue"
+
+BOOKING_STATUS = SearchAttributeKey.for_keyword("BookingStatus")
+"""Where a booking stands (an `Outcome`), kept current by the workflow."""
+
+BOOKING_CUSTOMER = SearchAttributeKey.for_keyword("BookingCustomer")
+"""The traveller's name as given, set when the booking starts."""
+
+SEARCH_ATTRIBUTES = (BOOKING_STATUS, BOOKING_CUSTOMER)
+"""The search attributes a namespace must have before a worker may serve it."""
+
+
+def search_attributes_at_start(customer: str) -> TypedSearchAttributes:
+    """Return a booking's search attributes as it starts: `booking`, for `customer`."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(BOOKING_STATUS, Outcome.BOOKING.value),
+            SearchAttributePair(BOOKING_CUSTOMER, customer),
+        ]
+    )
+
+
+DEFAULT_DEADLINE_SECONDS = 300
+"""How long a trip may take to book before the saga gives up and undoes it."""
+
+MAX_DEADLINE_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -17,7 +44,8 @@ class BookVacationInput:
 
     `attempts` caps each booking step's tries and `undo_attempts` each undo's,
     after which the leg is marked as needing attention. `parallel_undo` runs
-    the undos at once instead of in reverse order.
+    the undos at once instead of in reverse order. A trip not fully booked
+    within `deadline_seconds` of its start is undone.
     """
 
     attempts: int
@@ -27,6 +55,7 @@ class BookVacationInput:
     book_flight_id: str
     undo_attempts: int = 10
     parallel_undo: bool = False
+    deadline_seconds: int = DEFAULT_DEADLINE_SECONDS
 
 
 class Leg(StrEnum):

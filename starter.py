@@ -62,7 +62,13 @@ def create_app(
     app.config["ASYNC_VIEW_TIMEOUT"] = settings.request_timeout
     app.json.sort_keys = True  # type: ignore[attr-defined]
     breaker = Breaker.for_client(temporal_client)
-    bookings = Bookings(temporal_client, settings.task_queue, generate_unique_username, breaker)
+    bookings = Bookings(
+        temporal_client,
+        settings.task_queue,
+        generate_unique_username,
+        breaker,
+        settings.booking_deadline_seconds,
+    )
     app.extensions["bookings"] = bookings
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(errors.blueprint)

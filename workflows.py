@@ -20,6 +20,7 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from activities import BookingActivities
     from shared import (
+        BOOKING_STATUS,
         BookingState,
         BookVacationInput,
         Compensation,
@@ -102,22 +103,30 @@ class BookingWorkflow:
                 LegState(Leg.FLIGHT, book_input.book_flight_id),
             ],
         )
+        self._missed_deadline: str | None = None
 
     @workflow.run
     async def run(self, book_input: BookVacationInput) -> BookingState:
-        """Book each leg in turn; on the first that fails for good, undo in reverse."""
+        """Book each leg in turn; undo in reverse on a failure for good or at the deadline."""
         check_input(book_input)
+        if workflow.info().typed_search_attributes.get(BOOKING_STATUS) != Outcome.BOOKING:
+            self._set_outcome(Outcome.BOOKING)  # a start that did not say so itself
         registered: list[Step] = []
+        deadline = asyncio.create_task(
+            self._deadline(book_input.deadline_seconds, asyncio.current_task())
+        )
         try:
             for step in STEPS:
                 # Registered before the step runs: a step that took effect but
                 # whose answer was lost (a timeout) must be undone too.
                 registered.append(step)
                 await self._book(step, book_input)
-                if workflow.cancellation_reason() is not None:
-                    # The step answered after a cancel request: still cancel.
+                if workflow.cancellation_reason() is not None or self._missed_deadline:
+                    # The step answered after a cancel request or the deadline:
+                    # it is undone with the others.
                     raise asyncio.CancelledError
         except (ActivityError, asyncio.CancelledError) as err:
+            deadline.cancel()
             self._record_failure(registered[-1].leg, err)
             failed_at = workflow.now()
             await self._compensate_to_the_end(registered[::-1], book_input)
@@ -126,7 +135,20 @@ class BookingWorkflow:
                 "saga_compensation_duration", "from the first failure to the last undo", "ms"
             ).record(workflow.now() - failed_at)
             return self._finish(Outcome.CANCELLED)
+        deadline.cancel()
         return self._finish(Outcome.CONFIRMED)
+
+    async def _deadline(self, seconds: int, booking: "asyncio.Task[object] | None") -> None:
+        """At the deadline, stop `booking` (the run) as a cancel request would.
+
+        A workflow timer, not the execution timeout, which would end the run
+        without its undos. The step in flight is asked to cancel and its
+        answer awaited (`_book`); then every leg attempted is undone.
+        """
+        await workflow.sleep(seconds, summary=f"Deadline: booked within {seconds} s, or undone")
+        self._missed_deadline = f"not booked within its deadline of {seconds} s"
+        if booking is not None:
+            booking.cancel()
 
     @workflow.query
     def progress(self) -> BookingState:
@@ -151,9 +173,9 @@ class BookingWorkflow:
         self._transition("booked", step.leg, reservation=reservation.reservation_id)
 
     def _record_failure(self, leg: Leg, err: BaseException) -> None:
-        self._state.outcome = Outcome.COMPENSATING
+        self._set_outcome(Outcome.COMPENSATING)
         self._state.failed_leg = leg
-        self._state.reason = describe(err)
+        self._state.reason = self._missed_deadline or describe(err)
         stopped = self._state.leg(leg)
         if stopped.status is LegStatus.PENDING:  # a cancelled step may have booked
             stopped.status = LegStatus.FAILED
@@ -205,8 +227,13 @@ class BookingWorkflow:
         ).add(1, {"leg": step.leg.value, "outcome": compensation.outcome.value})
         self._transition(f"undo {compensation.outcome}", step.leg, error=compensation.error)
 
-    def _finish(self, outcome: Outcome) -> BookingState:
+    def _set_outcome(self, outcome: Outcome) -> None:
+        """Move the booking on, and say so to Temporal's visibility (`BookingStatus`)."""
         self._state.outcome = outcome
+        workflow.upsert_search_attributes([BOOKING_STATUS.value_set(outcome.value)])
+
+    def _finish(self, outcome: Outcome) -> BookingState:
+        self._set_outcome(outcome)
         workflow.metric_meter().create_counter("saga_bookings", "bookings ended, by outcome").add(
             1, {"outcome": outcome.value}
         )
@@ -236,8 +263,8 @@ def details(state: BookingState) -> str:
 
 
 def check_input(book_input: BookVacationInput) -> None:
-    """Refuse, for good, an input no retry policy can honour (the API checks it too)."""
-    for name in ("attempts", "undo_attempts"):
+    """Refuse, for good, an input no retry policy or timer can honour (the API checks it too)."""
+    for name in ("attempts", "undo_attempts", "deadline_seconds"):
         if getattr(book_input, name) < 1:
             raise ApplicationError(
                 f"{name} must be at least 1", type="InvalidInput", non_retryable=True

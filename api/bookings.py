@@ -1,4 +1,4 @@
-"""The API's Temporal operations: start, find, follow and cancel bookings.
+"""The API's Temporal operations: start, find, follow, cancel and list bookings.
 
 They run on the client's loop and say what went wrong with domain errors
 (`BookingNotFound`, `BookingEnded`, ...); `api/errors.py` alone turns those
@@ -17,7 +17,11 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.workflow.v1 import WorkflowExecutionInfo
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    ListWorkflowExecutionsRequest,
+)
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -27,12 +31,20 @@ from temporalio.client import (
     WorkflowQueryRejectedError,
 )
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.converter import decode_typed_search_attributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.breaker import UNREACHABLE_STATUSES, Breaker, unreachable
 from api.contract import BookingRequest
-from shared import BookingState
+from shared import (
+    BOOKING_CUSTOMER,
+    BOOKING_STATUS,
+    DEFAULT_DEADLINE_SECONDS,
+    BookingState,
+    Outcome,
+    search_attributes_at_start,
+)
 from workflows import BookingWorkflow
 
 log = logging.getLogger("api.bookings")
@@ -65,6 +77,9 @@ REFUSED = {
 }
 """RPC failures that say a start was turned away before it was acted on (say, an
 unknown namespace): no attempt of it can have started a booking."""
+
+PAGE_TOKEN_REFUSED = {RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN}
+"""How Temporal answers a page token it cannot read (UNKNOWN: "something went wrong")."""
 
 TRANSIENT = {*UNREACHABLE_STATUSES, RPCStatusCode.RESOURCE_EXHAUSTED}
 """RPC failures that say "not now" rather than "no": worth a retry later."""
@@ -100,6 +115,10 @@ class KeyReused(BookingError):
 
 class NoWorker(BookingError):
     """No worker polls the task queue, or none answered."""
+
+
+class PageTokenRefused(BookingError):
+    """Temporal could not read a listing's page token."""
 
 
 class TemporalUnavailable(BookingError):
@@ -148,6 +167,26 @@ def reaching_temporal(
     return reaching
 
 
+@dataclass(frozen=True)
+class ListedBooking:
+    """One booking as Temporal's visibility lists it."""
+
+    user_id: str
+    status: WorkflowExecutionStatus | None
+    outcome: str | None
+    """Its `BookingStatus`: where the saga last said it stood."""
+    customer: str | None
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class BookingPage:
+    """A page of bookings, and Temporal's token for the next (None on the last)."""
+
+    bookings: list[ListedBooking]
+    next_page_token: bytes | None
+
+
 async def bounded(call: Awaitable[T], within: timedelta = RPC_TIMEOUT) -> T:
     """Await one call to Temporal for at most `within`, then raise TimeoutError.
 
@@ -168,6 +207,8 @@ class Bookings:
     """Makes a booking id from the traveller's name (starter.generate_unique_username)."""
     breaker: Breaker
     """Open while Temporal is unreachable: requests then answer 503 at once."""
+    deadline_seconds: int = DEFAULT_DEADLINE_SECONDS
+    """A booking's deadline unless its request gives one (BOOKING_DEADLINE_SECONDS)."""
 
     @reaching_temporal
     async def start(self, booking: BookingRequest, key: str | None) -> Handle:
@@ -262,6 +303,37 @@ class Bookings:
             raise NoWorker(f"no worker polls task queue {self.task_queue!r}")
         return len(fresh)
 
+    @reaching_temporal
+    async def list_bookings(
+        self, status: Outcome | None, customer: str | None, page_size: int, after: bytes | None
+    ) -> BookingPage:
+        """Return a page of bookings, in Temporal's visibility order: newest first.
+
+        `after` is the previous page's `next_page_token`.
+        """
+        request = ListWorkflowExecutionsRequest(
+            namespace=self.client.namespace,
+            page_size=page_size,
+            next_page_token=after or b"",
+            query=listing_query(self.task_queue, status, customer),
+        )
+        # Temporal answers a token it cannot read with a "please retry" (UNKNOWN),
+        # which the client would retry for seconds: a request with a token is not retried.
+        listing = self.client.workflow_service.list_workflow_executions(
+            request, retry=after is None, timeout=RPC_TIMEOUT
+        )
+        try:
+            response = await bounded(listing)
+        except RPCError as err:
+            if after is not None and err.status in PAGE_TOKEN_REFUSED:
+                raise PageTokenRefused(
+                    "page_token was not accepted: start again from the first page"
+                ) from err
+            raise
+        return BookingPage(
+            [listed(info) for info in response.executions], response.next_page_token or None
+        )
+
     async def _find(self, user_id: str) -> tuple[Handle, WorkflowExecutionStatus | None]:
         missing = BookingNotFound(f"no booking {user_id!r}")
         if not user_id.isprintable() or len(user_id) > 255:
@@ -300,9 +372,10 @@ class Bookings:
             return await bounded(
                 self.client.start_workflow(
                     BookingWorkflow.run,
-                    booking.to_input(user_id),
+                    booking.to_input(user_id, self.deadline_seconds),
                     id=user_id,
                     task_queue=self.task_queue,
+                    search_attributes=search_attributes_at_start(booking.name),
                     # A user_id names one booking for as long as Temporal keeps it.
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     memo={"request": request_digest} if request_digest else None,
@@ -343,6 +416,47 @@ async def same_request(found: WorkflowExecutionDescription, request_digest: str 
         return
     if (await found.memo()).get("request") != request_digest:
         raise KeyReused("this Idempotency-Key was used with a different request", found.id)
+
+
+def listing_query(task_queue: str, status: Outcome | None, customer: str | None) -> str:
+    """Return the visibility query of a listing: this API's bookings, narrowed by each filter.
+
+    Every value is a quoted literal (`quoted`), so no input can widen it.
+    """
+    clauses = [f"WorkflowType = {quoted('BookingWorkflow')}", f"TaskQueue = {quoted(task_queue)}"]
+    if status is not None:
+        clauses.append(f"{BOOKING_STATUS.name} = {quoted(status.value)}")
+        if status in (Outcome.BOOKING, Outcome.COMPENSATING):
+            # Not one that an operator terminated on its way (GET shows it "terminated").
+            clauses.append(f"ExecutionStatus = {quoted('Running')}")
+    if customer is not None:
+        clauses.append(f"{BOOKING_CUSTOMER.name} = {quoted(customer)}")
+    return " AND ".join(clauses)
+
+
+def quoted(value: str) -> str:
+    """Return `value` as a string literal of a visibility query.
+
+    Raises:
+        ValueError: `value` holds a double quote or a backslash, which could end
+            or bend the literal (`api.contract.BookingQuery` refuses them first).
+
+    """
+    if '"' in value or "\\" in value:
+        raise ValueError(f"cannot quote {value!r} in a visibility query")
+    return f'"{value}"'
+
+
+def listed(info: WorkflowExecutionInfo) -> ListedBooking:
+    """Return a booking as a listing shows it, from Temporal's record of its run."""
+    attributes = decode_typed_search_attributes(info.search_attributes)
+    return ListedBooking(
+        user_id=info.execution.workflow_id,
+        status=WorkflowExecutionStatus(info.status) if info.status else None,
+        outcome=attributes.get(BOOKING_STATUS),
+        customer=attributes.get(BOOKING_CUSTOMER),
+        started_at=info.start_time.ToDatetime(UTC),
+    )
 
 
 def keyed_booking_id(key: str) -> str:

@@ -20,6 +20,7 @@ from api.bookings import (
     BookingNotFound,
     KeyReused,
     NoWorker,
+    PageTokenRefused,
     TemporalUnavailable,
 )
 from api.breaker import unreachable
@@ -37,6 +38,7 @@ STATUS: dict[type[BookingError], HTTPStatus] = {
     BookingEnded: HTTPStatus.CONFLICT,
     KeyReused: HTTPStatus.UNPROCESSABLE_ENTITY,
     NoWorker: HTTPStatus.SERVICE_UNAVAILABLE,
+    PageTokenRefused: HTTPStatus.BAD_REQUEST,
     TemporalUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 

@@ -1,16 +1,24 @@
-"""Reading a request: the booking in its body, and its Idempotency-Key."""
+"""Reading a request: the booking in its body, its Idempotency-Key, a listing's query."""
+
+import base64
+import binascii
+from typing import Any, TypeVar
 
 from flask import request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import UnsupportedMediaType
 
-from api.contract import BookingRequest
+from api.contract import BookingQuery, BookingRequest
 
 MAX_BODY_BYTES = 16 * 1024
 """A booking request is a few hundred bytes; anything far larger is refused."""
 
 FIELD_MESSAGES = {"extra_forbidden": "is not a field of a booking"}
 """Clearer words than pydantic's where its own say too little."""
+
+PARAMETER_MESSAGES = {"extra_forbidden": "is not a parameter of this list"}
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class InvalidRequest(Exception):
@@ -32,15 +40,47 @@ def read_booking() -> BookingRequest:
         raise InvalidRequest("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
+    return validated(BookingRequest, body, "field", FIELD_MESSAGES)
+
+
+def read_listing() -> BookingQuery:
+    """Parse and validate the query string of `GET /bookings`."""
+    given = request.args.to_dict(flat=False)
+    for name, values in given.items():
+        if len(values) > 1:
+            message = "is given more than once"
+            raise InvalidRequest(f"invalid parameter '{name}': {message}", {name: message})
+    query = {name: values[0] for name, values in given.items()}
+    return validated(BookingQuery, query, "parameter", PARAMETER_MESSAGES)
+
+
+def page_token(query: BookingQuery) -> bytes | None:
+    """Return Temporal's page token that the query's `page_token` carries, if any.
+
+    `presenters.listing_view` makes it: Temporal's own token, base64url-encoded.
+    """
+    if query.page_token is None:
+        return None
     try:
-        return BookingRequest.model_validate(body)
+        return base64.urlsafe_b64decode(query.page_token + "=" * (-len(query.page_token) % 4))
+    except (binascii.Error, ValueError):
+        message = "cannot be read: start again from the first page"
+        raise InvalidRequest(
+            f"invalid parameter 'page_token': {message}", {"page_token": message}
+        ) from None
+
+
+def validated(model: type[M], data: dict[str, Any], what: str, messages: dict[str, str]) -> M:
+    """Return `data` as `model`, or raise `InvalidRequest` naming each bad field."""
+    try:
+        return model.model_validate(data)
     except ValidationError as err:
         fields = {
-            ".".join(map(str, e["loc"])) or "body": FIELD_MESSAGES.get(e["type"], e["msg"])
+            ".".join(map(str, e["loc"])) or "body": messages.get(e["type"], e["msg"])
             for e in err.errors()
         }
         first = next(iter(fields))
-        raise InvalidRequest(f"invalid field '{first}': {fields[first]}", fields) from None
+        raise InvalidRequest(f"invalid {what} '{first}': {fields[first]}", fields) from None
 
 
 def idempotency_key() -> str | None:

@@ -1,12 +1,17 @@
-"""How a booking is shown: a `BookingState` as the documented JSON."""
+"""How a booking is shown: a `BookingState` as the documented JSON, and lists of them."""
+
+import base64
 
 from flask import Response, jsonify, url_for
 from pydantic import BaseModel
 from temporalio.client import WorkflowExecutionStatus
 
+from api.bookings import BookingPage, ListedBooking
 from api.contract import (
     BookingAccepted,
+    BookingList,
     BookingStatus,
+    BookingSummary,
     LegView,
     StatusName,
     TripBooked,
@@ -25,6 +30,9 @@ ENDED_WITHOUT_RESULT: dict[WorkflowExecutionStatus | None, StatusName] = {
 """How a booking that ended without a result shows; anything else is "failed"."""
 
 FINAL = {Outcome.CONFIRMED, Outcome.CANCELLED}
+
+SAGA_REPORTS = {WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED}
+"""Runs whose status the saga itself keeps (`BookingStatus`); others ended without it."""
 
 
 def trip_result(state: BookingState) -> TripResult:
@@ -78,6 +86,31 @@ def status_view(state: BookingState) -> BookingStatus:
 def ended_view(user_id: str, status: WorkflowExecutionStatus | None) -> BookingStatus:
     """Return a booking that ended without a result (terminated, say) as the status shows it."""
     return BookingStatus(user_id=user_id, status=ENDED_WITHOUT_RESULT.get(status, "failed"))
+
+
+def listing_view(page: BookingPage) -> BookingList:
+    """Return a page of bookings as `GET /bookings` shows it."""
+    token = page.next_page_token
+    return BookingList(
+        bookings=[summary_view(booking) for booking in page.bookings],
+        # Read back by api.inputs.page_token.
+        next_page_token=base64.urlsafe_b64encode(token).decode().rstrip("=") if token else None,
+    )
+
+
+def summary_view(booking: ListedBooking) -> BookingSummary:
+    """Return one listed booking: where its saga stands, or how its run ended without it."""
+    status: StatusName | None
+    if booking.status in SAGA_REPORTS:
+        status = next((outcome.value for outcome in Outcome if outcome == booking.outcome), None)
+    else:
+        status = ENDED_WITHOUT_RESULT.get(booking.status, "failed")
+    return BookingSummary(
+        user_id=booking.user_id,
+        status=status,
+        customer=booking.customer,
+        started_at=booking.started_at,
+    )
 
 
 def accepted(user_id: str) -> tuple[Response, int, dict[str, str]]:

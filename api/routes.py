@@ -1,4 +1,4 @@
-"""The routes beyond the tutorial's `POST /book`: follow, cancel, health, contract."""
+"""The routes beyond the tutorial's `POST /book`: follow, cancel, list, health, contract."""
 
 from typing import cast
 
@@ -11,14 +11,16 @@ from api.contract import (
     IDEMPOTENCY_KEY,
     Answer,
     BookingAccepted,
+    BookingList,
+    BookingQuery,
     BookingRequest,
     BookingStatus,
     Health,
     openapi_document,
     operation,
 )
-from api.inputs import idempotency_key, read_booking
-from api.presenters import accepted, ended_view, send, status_view
+from api.inputs import idempotency_key, page_token, read_booking, read_listing
+from api.presenters import accepted, ended_view, listing_view, send, status_view
 from shared import BookingState
 
 blueprint = Blueprint("bookings", __name__)
@@ -42,6 +44,22 @@ async def start_booking() -> tuple[Response, int, dict[str, str]]:
     booking, key = read_booking(), idempotency_key()
     handle = await current_bookings().start(booking, key)
     return accepted(handle.id)
+
+
+@blueprint.get("/bookings")
+@operation(
+    "listBookings",
+    {200: Answer("a page of bookings, newest first", BookingList)},
+    problems=(400, 502, 503),
+    query=BookingQuery,
+)
+async def list_bookings() -> Response:
+    """List bookings, newest first, by status or customer, a page at a time."""
+    query = read_listing()
+    page = await current_bookings().list_bookings(
+        query.status, query.customer, query.page_size, page_token(query)
+    )
+    return send(listing_view(page))
 
 
 @blueprint.get("/bookings/<user_id>")

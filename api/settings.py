@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from config import number_from_env, port_from_env
-from shared import TASK_QUEUE_NAME
+from shared import DEFAULT_DEADLINE_SECONDS, MAX_DEADLINE_SECONDS, TASK_QUEUE_NAME
 
 SPARE_THREADS = 2
 """Request threads per process that never wait on Temporal."""
@@ -24,10 +24,16 @@ class ApiSettings:
     """gunicorn worker processes, each with its own Temporal client."""
     threads: int = 256
     """Request threads per process: each waiting `POST /book` holds one (README, "Serving")."""
+    booking_deadline_seconds: int = DEFAULT_DEADLINE_SECONDS
+    """A booking not fully booked this long after its start is undone, unless it says otherwise."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "ApiSettings":
-        """Read HOST, PORT, TEMPORAL_TASK_QUEUE, BOOK_WAIT_SECONDS, WEB_CONCURRENCY, API_THREADS."""
+        """Read the settings from the environment (README, "Configuration").
+
+        HOST, PORT, TEMPORAL_TASK_QUEUE, BOOK_WAIT_SECONDS, WEB_CONCURRENCY,
+        API_THREADS and BOOKING_DEADLINE_SECONDS.
+        """
         return cls(
             host=env.get("HOST", cls.host),
             port=port_from_env(env, "PORT", cls.port),
@@ -38,6 +44,14 @@ class ApiSettings:
             processes=number_from_env(env, "WEB_CONCURRENCY", int, cls.processes, low=1, high=64),
             threads=number_from_env(
                 env, "API_THREADS", int, cls.threads, low=SPARE_THREADS + 1, high=256
+            ),
+            booking_deadline_seconds=number_from_env(
+                env,
+                "BOOKING_DEADLINE_SECONDS",
+                int,
+                cls.booking_deadline_seconds,
+                low=1,
+                high=MAX_DEADLINE_SECONDS,
             ),
         )
 

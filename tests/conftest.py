@@ -15,7 +15,7 @@ from api.settings import ApiSettings
 from starter import create_app
 from tests.support.calls import CallRecorder
 from tests.support.workers import EXTRA_NAMESPACE, quick_activities, worker_thread
-from tools.processes import SERVER_TUNING, free_port, temporal_binary
+from tools.processes import SEARCH_ATTRIBUTE_FLAGS, SERVER_TUNING, free_port, temporal_binary
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,7 +38,12 @@ async def env(request: pytest.FixtureRequest) -> AsyncIterator[WorkflowEnvironme
             ip="127.0.0.1",
             port=free_port(),  # never 7233: a `make run` may be going
             ui=False,
-            dev_server_extra_args=[*SERVER_TUNING, "--namespace", EXTRA_NAMESPACE],
+            dev_server_extra_args=[
+                *SERVER_TUNING,
+                *SEARCH_ATTRIBUTE_FLAGS,
+                "--namespace",
+                EXTRA_NAMESPACE,
+            ],
         )
     yield environment
     await environment.shutdown()

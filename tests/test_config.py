@@ -11,6 +11,7 @@ from shared import Leg
 
 def test_defaults_match_the_tutorial() -> None:
     assert ApiSettings.from_env({}) == ApiSettings(host="127.0.0.1", port=3000)
+    assert ApiSettings.from_env({}).booking_deadline_seconds == 300
     assert Simulation.from_env({}) == Simulation(latency_seconds=0.0, hotel_outage=True)
     assert temporal_connect_config({})["target_host"] == "localhost:7233"
 
@@ -23,8 +24,11 @@ def test_values_are_read_from_the_environment() -> None:
         "SIM_HOTEL_OUTAGE": "0",
         "TEMPORAL_ADDRESS": "temporal.internal:7233",
         "TEMPORAL_NAMESPACE": "bookings",
+        "BOOKING_DEADLINE_SECONDS": "60",
     }
-    assert ApiSettings.from_env(env) == ApiSettings(host="0.0.0.0", port=8080)
+    assert ApiSettings.from_env(env) == ApiSettings(
+        host="0.0.0.0", port=8080, booking_deadline_seconds=60
+    )
     assert Simulation.from_env(env) == Simulation(latency_seconds=0.25, hotel_outage=False)
     connect = temporal_connect_config(env)
     assert (connect["target_host"], connect["namespace"]) == ("temporal.internal:7233", "bookings")
@@ -36,6 +40,9 @@ def test_values_are_read_from_the_environment() -> None:
         ("PORT", "http"),
         ("PORT", "0"),
         ("PORT", "70000"),
+        ("BOOKING_DEADLINE_SECONDS", "0"),
+        ("BOOKING_DEADLINE_SECONDS", "3601"),
+        ("BOOKING_DEADLINE_SECONDS", "1.5"),
         ("SIM_LATENCY_SECONDS", "slow"),
         ("SIM_LATENCY_SECONDS", "-1"),
         ("SIM_LATENCY_SECONDS", "6"),
@@ -46,7 +53,8 @@ def test_values_are_read_from_the_environment() -> None:
     ],
 )
 def test_unusable_value_is_refused_naming_the_variable(variable: str, value: str) -> None:
-    read = ApiSettings.from_env if variable == "PORT" else WorkerSettings.from_env
+    api = variable in ("PORT", "BOOKING_DEADLINE_SECONDS")
+    read = ApiSettings.from_env if api else WorkerSettings.from_env
     with pytest.raises(ConfigError, match=variable):
         read({variable: value})
 

@@ -1,15 +1,21 @@
 """The worker: its runner is the determinism sandbox; as a process, it drains on SIGTERM."""
 
 import asyncio
+import os
+import shlex
 import signal
+import subprocess
 import sys
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from google.protobuf.duration_pb2 import Duration
 from temporalio import workflow
 from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import (
     RestrictedWorkflowAccessError,
@@ -20,12 +26,13 @@ from temporalio.worker.workflow_sandbox import (
 with workflow.unsafe.imports_passed_through():
     import pytest
 
-    from run_worker import WORKFLOW_RUNNER, build_worker
+    from run_worker import WORKFLOW_RUNNER, build_worker, missing_search_attributes
     from shared import TASK_QUEUE_NAME
     from tests.support.histories import activity_runs, eventually
     from tests.support.processes import spawn
     from tests.support.trips import trip
     from tests.support.workers import EXTRA_NAMESPACE, quick_activities
+    from tools.processes import temporal_binary
     from workflows import BookingWorkflow
 
 STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
@@ -106,3 +113,73 @@ async def test_worker_finishes_the_activity_in_flight_on_sigterm_and_exits_0(
     assert status == 0, "".join(output.lines)
     assert (await activity_runs(handle))[0] == ("book_car", 1, "completed")
     assert "Worker stopped" in "".join(output.lines)
+
+
+async def bare_namespace(client: Client) -> str:
+    """Register a namespace without the saga's search attributes; return it once it answers."""
+    namespace = f"bare-{uuid.uuid4()}"
+    await client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(
+            namespace=namespace, workflow_execution_retention_period=Duration(seconds=86_400)
+        )
+    )
+    bare = await Client.connect(client.service_client.config.target_host, namespace=namespace)
+
+    async def answers() -> bool:
+        try:
+            return len(await missing_search_attributes(bare)) == 2
+        except RPCError:  # not known to every part of the server yet
+            return False
+
+    await eventually(answers)
+    return namespace
+
+
+async def test_worker_stops_at_start_on_a_namespace_without_the_search_attributes_until_created(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    namespace = await bare_namespace(client)
+    env = {
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_NAMESPACE": namespace,
+        "PROVIDERS_DIR": str(tmp_path),
+    }
+    refused = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "run_worker.py"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert refused.returncode == 1
+    assert "Worker polling" not in refused.stderr + refused.stdout
+    assert (
+        f"namespace '{namespace}' lacks the search attributes BookingStatus, BookingCustomer, "
+        "which every booking sets" in refused.stderr
+    )
+    lines = refused.stderr.splitlines()
+    commands = [shlex.split(line) for line in lines if line.strip().startswith("temporal ")]
+    assert [command[-3] for command in commands] == ["BookingStatus", "BookingCustomer"]
+
+    # The commands it prints are the fix: run them, and the worker starts.
+    for command in commands:
+        await asyncio.to_thread(
+            subprocess.run,
+            [temporal_binary(), *command[1:], "--address", address],
+            check=True,
+            timeout=60,
+        )
+    bare = await Client.connect(address, namespace=namespace)
+    await eventually(lambda: no_search_attribute_missing(bare))
+    worker, output = spawn([sys.executable, "run_worker.py"], env)
+    try:
+        output.wait_for("Worker polling")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(worker.wait, 30)
+
+
+async def no_search_attribute_missing(client: Client) -> bool:
+    return not await missing_search_attributes(client)

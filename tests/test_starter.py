@@ -134,6 +134,12 @@ BAD_BODIES = [
     pytest.param({**JOHN, "car": 42}, "car", id="car_as_number"),
     pytest.param({**JOHN, "flight": ["a"]}, "flight", id="flight_as_list"),
     pytest.param({**JOHN, "hotle": "x"}, "hotle", id="unknown_field"),
+    pytest.param({**JOHN, "deadline_seconds": 0}, "deadline_seconds", id="zero_deadline"),
+    pytest.param({**JOHN, "deadline_seconds": -5}, "deadline_seconds", id="negative_deadline"),
+    pytest.param({**JOHN, "deadline_seconds": "30"}, "deadline_seconds", id="deadline_as_string"),
+    pytest.param({**JOHN, "deadline_seconds": 2.5}, "deadline_seconds", id="fractional_deadline"),
+    pytest.param({**JOHN, "deadline_seconds": 3601}, "deadline_seconds", id="deadline_over_1_h"),
+    pytest.param({**JOHN, "deadline_seconds": True}, "deadline_seconds", id="deadline_as_bool"),
 ]
 
 

@@ -1,17 +1,20 @@
 """The saga, against a real Temporal server: what runs, in which order, what is held."""
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
 from activities import BookingActivities
 from shared import (
+    BOOKING_CUSTOMER,
+    BOOKING_STATUS,
     BookingState,
     BookVacationInput,
     Compensation,
@@ -20,16 +23,26 @@ from shared import (
     Outcome,
     UndoOutcome,
     UndoReport,
+    search_attributes_at_start,
 )
 from tests.support.histories import (
     ActivityRun,
     activity_runs,
+    booking_statuses,
     cancel_seen,
     eventually,
+    step_cancel_requested,
+    timers,
     why_not_retried,
 )
 from tests.support.trips import Gate, GatedFlight, trip
-from tests.support.workers import held_at_gate, quick, quick_activities, run_booking
+from tests.support.workers import (
+    held_at_gate,
+    quick,
+    quick_activities,
+    run_booking,
+    running_worker,
+)
 from workflows import BookingWorkflow
 
 RELEASED = UndoOutcome.RELEASED
@@ -209,18 +222,43 @@ async def test_progress_query_shows_each_leg_while_the_saga_runs(
     assert [leg.status for leg in done.legs] == [LegStatus.BOOKED] * 3
 
 
-async def test_cancelling_a_running_booking_undoes_every_leg_attempted_once_it_returns(
-    client: Client, tmp_path: Path
+async def request_cancel(handle: WorkflowHandle[Any, Any]) -> None:
+    await handle.cancel()
+    await eventually(lambda: cancel_seen(handle))
+
+
+async def await_the_deadline(handle: WorkflowHandle[Any, Any]) -> None:
+    await eventually(lambda: step_cancel_requested(handle))
+
+
+# What stops the booking while the airline holds its answer → the booking's
+# deadline, the reason given, and how its deadline timer ended.
+STOPPED_IN_FLIGHT = [
+    pytest.param(request_cancel, 300, "cancelled by request", "canceled", id="cancel_request"),
+    pytest.param(
+        await_the_deadline, 3, "not booked within its deadline of 3 s", "fired", id="deadline"
+    ),
+]
+
+
+@pytest.mark.parametrize(("stop", "deadline", "reason", "timer"), STOPPED_IN_FLIGHT)
+async def test_a_booking_stopped_mid_flight_undoes_flight_hotel_car_once_the_airline_answers(
+    client: Client,
+    tmp_path: Path,
+    stop: Callable[[WorkflowHandle[Any, Any]], Awaitable[None]],
+    deadline: int,
+    reason: str,
+    timer: str,
 ) -> None:
-    activities = quick(GatedFlight, tmp_path)
-    async with held_at_gate(client, activities, activities.gate, trip()) as handle:
-        await handle.cancel()
-        await eventually(lambda: cancel_seen(handle))  # the airline answers after that
+    activities = quick(GatedFlight, tmp_path, hotel_outage=False)
+    booking = trip(deadline_seconds=deadline)
+    async with held_at_gate(client, activities, activities.gate, booking) as handle:
+        await stop(handle)  # the flight is asked to stop; the airline answers after that
         activities.gate.opened.set()
         state = await handle.result()
 
     assert state.outcome is Outcome.CANCELLED
-    assert state.reason == "cancelled by request"
+    assert state.reason == reason
     assert state.failed_leg is Leg.FLIGHT
     assert state.compensations == [
         Compensation(Leg.FLIGHT, RELEASED),
@@ -228,6 +266,9 @@ async def test_cancelling_a_running_booking_undoes_every_leg_attempted_once_it_r
         Compensation(Leg.CAR, RELEASED),
     ]
     assert all(not p.held() for p in activities.providers.values())
+    # A workflow timer, not the execution timeout: the run completes, with its undos.
+    assert await timers(handle) == [(f"Deadline: booked within {deadline} s, or undone", timer)]
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
 
 
 class GatedHotelUndo(BookingActivities):
@@ -309,7 +350,7 @@ async def test_a_completed_booking_is_final_and_a_late_cancel_changes_nothing(
     assert [len(p.held()) for p in activities.providers.values()] == [1, 1, 1]
 
 
-@pytest.mark.parametrize("field", ["attempts", "undo_attempts"])
+@pytest.mark.parametrize("field", ["attempts", "undo_attempts", "deadline_seconds"])
 async def test_an_input_no_retry_policy_can_honour_fails_the_workflow_for_good(
     client: Client, tmp_path: Path, field: str
 ) -> None:
@@ -319,3 +360,52 @@ async def test_an_input_no_retry_policy_can_honour_fails_the_workflow_for_good(
 
     assert isinstance(failed.value.cause, ApplicationError)
     assert failed.value.cause.message == f"{field} must be at least 1"
+
+
+async def test_a_booking_done_before_its_deadline_is_unaffected(
+    client: Client, tmp_path: Path
+) -> None:
+    activities = quick_activities(tmp_path)
+    handle, state = await run_booking(client, activities, trip(deadline_seconds=60))
+
+    assert state.outcome is Outcome.CONFIRMED
+    assert state.reason is None
+    assert state.compensations == []
+    assert [len(p.held()) for p in activities.providers.values()] == [1, 1, 1]
+    assert await timers(handle) == [("Deadline: booked within 60 s, or undone", "canceled")]
+
+
+@pytest.mark.parametrize(
+    ("items", "statuses"),
+    [
+        pytest.param({}, ["booking", "confirmed"], id="booked"),
+        pytest.param(
+            {"hotel": "invalid-hotel-id"}, ["booking", "compensating", "cancelled"], id="undone"
+        ),
+    ],
+)
+async def test_booking_status_follows_the_saga_for_visibility(
+    client: Client, tmp_path: Path, items: dict[str, Any], statuses: list[str]
+) -> None:
+    handle, _ = await run_booking(client, quick_activities(tmp_path), trip(**items))
+
+    assert await booking_statuses(handle) == statuses
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(BOOKING_STATUS) == statuses[-1]
+
+
+async def test_a_start_that_says_booking_is_not_told_again(client: Client, tmp_path: Path) -> None:
+    booking = trip()
+    async with running_worker(client, quick_activities(tmp_path)) as task_queue:
+        handle = await client.start_workflow(
+            BookingWorkflow.run,
+            booking,
+            id=booking.book_user_id,
+            task_queue=task_queue,
+            search_attributes=search_attributes_at_start("Jane Smith"),
+        )
+        await handle.result()
+
+    assert await booking_statuses(handle) == ["confirmed"]
+    described = (await handle.describe()).typed_search_attributes
+    assert described.get(BOOKING_CUSTOMER) == "Jane Smith"

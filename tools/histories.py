@@ -13,10 +13,11 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from shared import search_attributes_at_start
 from tests.support.histories import cancel_seen, eventually
 from tests.support.trips import Gate, GatedFlight, trip
 from tests.support.workers import quick, running_worker
-from tools.processes import ROOT, temporal_binary
+from tools.processes import ROOT, SEARCH_ATTRIBUTE_FLAGS, temporal_binary
 from workflows import BookingWorkflow
 
 HISTORIES = ROOT / "tests" / "histories"
@@ -24,7 +25,10 @@ HISTORIES = ROOT / "tests" / "histories"
 
 async def main() -> None:
     """Run a confirmed, a compensated and a cancelled booking; save their histories."""
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary())
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        dev_server_extra_args=list(SEARCH_ATTRIBUTE_FLAGS),
+    )
     try:
         with tempfile.TemporaryDirectory() as scratch:
             activities = quick(GatedFlight, Path(scratch))
@@ -43,6 +47,7 @@ async def main() -> None:
                         booking,
                         id=f"golden-{name}",
                         task_queue=task_queue,
+                        search_attributes=search_attributes_at_start("Golden Traveller"),
                     )
                     if name != "compensated":
                         await activities.gate.reached.wait()

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from shared import SEARCH_ATTRIBUTES
+
 ROOT = Path(__file__).resolve().parent.parent
 """The project's top folder, where the processes' programs live."""
 
@@ -33,6 +35,20 @@ SERVER_TUNING = (
     "history.transferProcessorMaxPollRPS=10000",
 )
 """Dev-server flags measured to matter (README, "Dev server settings")."""
+
+SEARCH_ATTRIBUTE_TYPES = {
+    key.name: key.indexed_value_type.name.capitalize() for key in SEARCH_ATTRIBUTES
+}
+"""The saga's search attributes as the CLI names them: `{"BookingStatus": "Keyword", ...}`."""
+
+SEARCH_ATTRIBUTE_FLAGS = tuple(
+    flag
+    for name, kind in SEARCH_ATTRIBUTE_TYPES.items()
+    for flag in ("--search-attribute", f"{name}={kind}")
+)
+"""Registers the saga's search attributes as a dev server creates its namespaces
+(the worker refuses a namespace without them). A file made before them keeps
+its namespaces: `create_search_attributes` adds them there."""
 
 
 def temporal_binary() -> str:
@@ -73,6 +89,7 @@ class ServerSettings:
             *([f"--ui-port={self.ui_port}", "--ui-disable-news-fetch"] if ui else ["--headless"]),
             *([f"--db-filename={self.db_file}"] if persistent else []),
             "--log-level=error",
+            *SEARCH_ATTRIBUTE_FLAGS,
             *(SERVER_TUNING if tuned else ()),
         ]
 
@@ -103,6 +120,17 @@ def server_serving(address: str) -> bool:
     """Return whether the Temporal server at `address` reports SERVING."""
     check = [temporal_binary(), "operator", "cluster", "health", "--address", address]
     return subprocess.run(check, capture_output=True, check=False).returncode == 0
+
+
+def create_search_attributes(address: str, namespace: str = "default") -> None:
+    """Create the saga's search attributes in `namespace`; those already there stay as they are."""
+    create = [temporal_binary(), "operator", "search-attribute", "create"]
+    create += ["--address", address, "--namespace", namespace]
+    for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
+        create += ["--name", name, "--type", kind]
+    done = subprocess.run(create, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"cannot create the search attributes: {done.stderr.strip()}")
 
 
 def wait_until(

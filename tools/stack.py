@@ -24,6 +24,7 @@ from tools.processes import (
     ROOT,
     ServerSettings,
     answers,
+    create_search_attributes,
     die_with_parent,
     port_in_use,
     server_serving,
@@ -123,6 +124,7 @@ def start_all(stack: Stack, stop: threading.Event) -> None:
     wait_until(
         partial(server_serving, server.address), stack.children["server"], "the server", stop
     )
+    create_search_attributes(server.address)  # a .temporal file from before they existed
     # The Web UI serves its page before its API can reach the server: wait for the API.
     wait_until(partial(answers, server.ui_api), stack.children["server"], "the Web UI", stop)
     stack.start("worker", [sys.executable, "run_worker.py"])

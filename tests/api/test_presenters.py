@@ -1,8 +1,12 @@
 """`api/presenters.py`: a booking's state as the documented JSON."""
 
-import pytest
+from datetime import UTC, datetime
 
-from api.presenters import status_view
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+
+from api.bookings import BookingPage, ListedBooking
+from api.presenters import listing_view, status_view, summary_view
 from shared import BookingState, Leg, LegState, Outcome
 
 
@@ -15,3 +19,45 @@ def test_status_shows_the_result_exactly_when_the_outcome_is_final(outcome: Outc
 
     assert view.status == outcome.value
     assert (view.result is not None) == (outcome in (Outcome.CONFIRMED, Outcome.CANCELLED))
+
+
+RUNNING = WorkflowExecutionStatus.RUNNING
+COMPLETED = WorkflowExecutionStatus.COMPLETED
+
+
+# How the run stands, what the saga last said → the status a listing shows.
+SUMMARY_TABLE = [
+    pytest.param(RUNNING, "booking", "booking", id="running_booking"),
+    pytest.param(RUNNING, "compensating", "compensating", id="running_compensating"),
+    pytest.param(COMPLETED, "cancelled", "cancelled", id="completed_cancelled"),
+    pytest.param(COMPLETED, "confirmed", "confirmed", id="completed_confirmed"),
+    pytest.param(WorkflowExecutionStatus.TERMINATED, "booking", "terminated", id="terminated"),
+    pytest.param(WorkflowExecutionStatus.TIMED_OUT, "booking", "timed out", id="timed_out"),
+    pytest.param(WorkflowExecutionStatus.FAILED, None, "failed", id="failed"),
+    pytest.param(COMPLETED, None, None, id="completed_before_statuses_were_kept"),
+    pytest.param(RUNNING, "on hold", None, id="a_status_the_saga_never_sets"),
+]
+
+
+@pytest.mark.parametrize(("run", "said", "shown"), SUMMARY_TABLE)
+def test_a_listed_booking_shows_what_the_saga_said_or_how_its_run_ended(
+    run: WorkflowExecutionStatus, said: str | None, shown: str | None
+) -> None:
+    started = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
+    booking = ListedBooking("jane-smith-000001", run, said, "Jane Smith", started)
+
+    view = summary_view(booking)
+
+    assert view.status == shown
+    assert view.model_dump(mode="json", exclude_none=True) == {
+        "user_id": "jane-smith-000001",
+        "customer": "Jane Smith",
+        "started_at": "2026-11-27T18:00:00Z",
+        **({"status": shown} if shown else {}),
+    }
+
+
+def test_the_last_page_has_no_next_page_token() -> None:
+    assert listing_view(BookingPage([], None)).model_dump(exclude_none=True) == {"bookings": []}
+    token = listing_view(BookingPage([], b"\xfb\xff")).next_page_token
+    assert token == "-_8"  # base64url, unpadded: safe in a query string as it is

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from api.loop import ClientLoop
 from api.settings import ApiSettings
 from starter import create_app
-from tests.support.histories import cancel_seen
+from tests.support.histories import cancel_seen, step_cancel_requested
 from tests.support.trips import JANE, JOHN, GatedFlight, final_status
 from tests.support.workers import held, quick, worker_thread
 from tools.processes import free_port
@@ -86,6 +86,38 @@ def test_cancel_a_running_booking_over_http_undoes_every_leg(
     assert cancel.status_code == 202
     assert cancel.headers["Location"] == url
     assert done["result"]["reason"] == "cancelled by request"
+    assert {view["state"] for view in done["legs"].values()} == {"released"}
+    assert held(activities) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "default"),
+    [
+        pytest.param({**JOHN, "deadline_seconds": 2}, 300, id="deadline_in_the_body"),
+        pytest.param(JOHN, 2, id="BOOKING_DEADLINE_SECONDS"),
+    ],
+)
+def test_a_booking_past_its_deadline_is_undone_and_its_status_says_why(
+    make_app: Callable[..., Flask],
+    client_loop: ClientLoop,
+    api_client: Client,
+    gated: Any,
+    body: dict[str, Any],
+    default: int,
+) -> None:
+    activities, task_queue, loop = gated
+    settings = ApiSettings(task_queue=task_queue, booking_deadline_seconds=default)
+    http = make_app(settings).test_client()
+    started = http.post("/bookings", json=body).get_json()
+    handle = api_client.get_workflow_handle(started["user_id"])
+    while not client_loop.run(step_cancel_requested(handle)):
+        time.sleep(0.05)  # the deadline stops the flight; the airline answers after that
+    loop.call_soon_threadsafe(activities.gate.opened.set)
+    done = final_status(http, started["status_url"])
+
+    assert done["status"] == "cancelled"
+    assert done["result"]["reason"] == "not booked within its deadline of 2 s"
+    assert [undo["step"] for undo in done["result"]["compensations"]] == ["flight", "hotel", "car"]
     assert {view["state"] for view in done["legs"].values()} == {"released"}
     assert held(activities) == 0
 

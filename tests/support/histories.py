@@ -1,4 +1,4 @@
-"""What a workflow's history says: its activities, their attempts, a cancel seen."""
+"""What a workflow's history says: its activities, their attempts, a cancel seen, its statuses."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
@@ -6,6 +6,9 @@ from typing import Any, NamedTuple
 
 from temporalio.api.enums.v1 import RetryState
 from temporalio.client import WorkflowHandle
+from temporalio.converter import DataConverter, decode_typed_search_attributes
+
+from shared import BOOKING_STATUS
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
@@ -24,6 +27,42 @@ async def cancel_seen(handle: WorkflowHandle[Any, Any]) -> bool:
         elif requested and event.HasField("workflow_task_completed_event_attributes"):
             return True
     return False
+
+
+PAYLOADS = DataConverter.default.payload_converter
+
+
+async def step_cancel_requested(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Return whether the workflow has asked an activity in flight to cancel."""
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_cancel_requested_event_attributes"):
+            return True
+    return False
+
+
+async def timers(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
+    """Return each timer the workflow started, by its summary, and how it ended."""
+    started: dict[int, str] = {}
+    ended: dict[int, str] = {}
+    async for event in handle.fetch_history_events():
+        if event.HasField("timer_started_event_attributes"):
+            summary = PAYLOADS.from_payload(event.user_metadata.summary, str)
+            started[event.event_id] = summary
+        elif event.HasField("timer_fired_event_attributes"):
+            ended[event.timer_fired_event_attributes.started_event_id] = "fired"
+        elif event.HasField("timer_canceled_event_attributes"):
+            ended[event.timer_canceled_event_attributes.started_event_id] = "canceled"
+    return [(summary, ended.get(event_id, "pending")) for event_id, summary in started.items()]
+
+
+async def booking_statuses(handle: WorkflowHandle[Any, Any]) -> list[str | None]:
+    """Return each `BookingStatus` the workflow upserted, in order."""
+    statuses = []
+    async for event in handle.fetch_history_events():
+        if event.HasField("upsert_workflow_search_attributes_event_attributes"):
+            upserted = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+            statuses.append(decode_typed_search_attributes(upserted).get(BOOKING_STATUS))
+    return statuses
 
 
 class ActivityRun(NamedTuple):

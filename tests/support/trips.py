@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from temporalio import activity
 
 from activities import BookingActivities
-from shared import BookVacationInput, Reservation
+from shared import DEFAULT_DEADLINE_SECONDS, BookVacationInput, Reservation
 
 JOHN = {
     "name": "John Doe",
@@ -43,6 +43,7 @@ def trip(
     attempts: int = 5,
     undo_attempts: int = 10,
     parallel_undo: bool = False,
+    deadline_seconds: int = DEFAULT_DEADLINE_SECONDS,
 ) -> BookVacationInput:
     return BookVacationInput(
         attempts=attempts,
@@ -52,6 +53,7 @@ def trip(
         book_flight_id=flight,
         undo_attempts=undo_attempts,
         parallel_undo=parallel_undo,
+        deadline_seconds=deadline_seconds,
     )
 
 

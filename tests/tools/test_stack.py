@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 
 from tests.support.processes import Output, spawn
-from tools.processes import ROOT, free_port, port_in_use
+from tools.processes import (
+    ROOT,
+    free_port,
+    port_in_use,
+    server_serving,
+    temporal_binary,
+    wait_until,
+)
 
 README = (ROOT / "README.md").read_text()
 EXAMPLE = re.compile(r"```bash\n(curl [^`]*?)```\s*\n(?:[^`]*?\n)?```json\n(.*?)```", re.DOTALL)
@@ -26,19 +33,28 @@ BOOKING_ID = re.compile(r"^([a-z-]+-\d{6}|trip-[0-9a-f]{16})$")
 def readme_examples() -> list[tuple[str, str]]:
     """Return each curl command of the README with the JSON text shown after it."""
     examples = EXAMPLE.findall(README)
-    assert len(examples) == 4, "the tutorial's two requests, then /bookings and its status"
+    assert len(examples) == 5, "the tutorial's two, /bookings and its status, the list"
     return examples
 
 
+SHAPES = {
+    "reservation_id": r"[a-z]+-\d+",  # ids grow
+    "started_at": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z",  # time moves
+}
+"""Fields whose documented value only shows their shape."""
+
+
 def same_shape(documented: Any, answer: Any) -> bool:
-    """Compare JSON; a reservation id only needs the documented shape, as ids grow."""
+    """Compare JSON; a field in SHAPES only needs the documented shape."""
     if isinstance(documented, dict) and isinstance(answer, dict):
         return documented.keys() == answer.keys() and all(
-            re.fullmatch(r"[a-z]+-\d+", str(answer[k])) is not None
-            if k == "reservation_id"
+            re.fullmatch(SHAPES[k], str(answer[k])) is not None
+            if k in SHAPES
             else same_shape(documented[k], answer[k])
             for k in documented
         )
+    if isinstance(documented, list) and isinstance(answer, list):
+        return len(documented) == len(answer) and all(map(same_shape, documented, answer))
     return bool(documented == answer)
 
 
@@ -51,8 +67,8 @@ def run_example(command: str, documented: str, port: int, ids: dict[str, str]) -
     while True:
         run = subprocess.run(["bash", "-c", command], capture_output=True, check=True)
         answer = json.loads(run.stdout)
-        shown_id = json.loads(documented)["user_id"]
-        if shown_id not in ids:
+        shown_id = json.loads(documented).get("user_id")  # none on a list
+        if shown_id is not None and shown_id not in ids:
             assert BOOKING_ID.match(answer["user_id"])
             prefix = shown_id.rsplit("-", 1)[0]
             assert answer["user_id"].startswith(prefix)
@@ -143,3 +159,31 @@ def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: P
     shown = {run["execution"]["workflowId"]: run for run in listing["executions"]}  # type: ignore[attr-defined]
     assert set(user_ids) <= set(shown)
     assert {shown[user_id]["type"]["name"] for user_id in user_ids} == {"BookingWorkflow"}
+
+
+@pytest.mark.timeout(240)
+def test_make_run_adds_the_search_attributes_to_a_file_made_before_them(tmp_path: Path) -> None:
+    db_file, grpc = tmp_path / "temporal.db", free_port()
+    before = [temporal_binary(), "server", "start-dev", "--ip=127.0.0.1", f"--port={grpc}"]
+    old = subprocess.Popen(
+        [*before, "--headless", f"--db-filename={db_file}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: server_serving(f"127.0.0.1:{grpc}"), old, "a server of before")
+    finally:
+        old.terminate()
+        old.wait(30)
+    env = {
+        "PORT": str(free_port()),
+        "TEMPORAL_PORT": str(free_port()),
+        "TEMPORAL_UI_PORT": str(free_port()),
+        "TEMPORAL_DB_FILE": str(db_file),
+        "PROVIDERS_DIR": str(tmp_path / "providers"),
+        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
+
+    # Ready means a worker polls: one that found the namespace lacking them would have stopped.
+    with make_run(env) as output:
+        output.wait_for("Worker polling")
