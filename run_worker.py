@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker, WorkflowRunner
@@ -28,6 +30,9 @@ log = logging.getLogger("run_worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 """On SIGINT/SIGTERM, how long activities in flight may finish before cancellation."""
+
+CHECK_TIMEOUT = timedelta(seconds=10)
+"""How long each try of the check of the namespace's search attributes may take."""
 
 
 WORKFLOW_RUNNER = SandboxedWorkflowRunner()
@@ -95,47 +100,69 @@ def open_activities(settings: WorkerSettings) -> BookingActivities:
     return BookingActivities(simulation, stores)
 
 
-async def missing_search_attributes(client: Client) -> list[str]:
-    """Return the names of the saga's search attributes that the client's namespace lacks.
-
-    Every booking sets them, so a worker serving a namespace without them
-    would fail every booking: it stops at start instead (`main`).
-    """
+async def search_attribute_types(client: Client) -> dict[str, SearchAttributeIndexedValueType]:
+    """Return the custom search attributes of the client's namespace, with their types."""
     response = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=client.namespace)
+        ListSearchAttributesRequest(namespace=client.namespace),
+        retry=True,  # a blip at start-up is not a reason to stop
+        timeout=CHECK_TIMEOUT,
     )
-    have = response.custom_attributes
-    return [
-        key.name for key in SEARCH_ATTRIBUTES if have.get(key.name) != key.indexed_value_type.value
-    ]
+    return {
+        name: SearchAttributeIndexedValueType(kind)
+        for name, kind in response.custom_attributes.items()
+    }
 
 
-def how_to_create(namespace: str, names: list[str]) -> str:
-    """Return what to tell an operator whose namespace lacks the search attributes `names`."""
-    commands = "\n".join(
-        f"  temporal operator search-attribute create --namespace {namespace} "
-        f"--name {name} --type Keyword"
-        for name in names
-    )
-    return (
-        f"namespace {namespace!r} lacks the search attributes {', '.join(names)}, which "
-        f'every booking sets; create them (README, "Search attributes"), then start '
-        f"the worker again:\n{commands}"
-    )
+def namespace_problem(
+    namespace: str, types: Mapping[str, SearchAttributeIndexedValueType]
+) -> str | None:
+    """Return why a namespace with these search attributes cannot serve the saga, if it cannot.
+
+    Every booking sets the saga's search attributes, so a worker serving a
+    namespace without them would fail every booking: it stops at start
+    instead (`check_namespace`), saying how to create them.
+    """
+    missing = [key for key in SEARCH_ATTRIBUTES if key.name not in types]
+    if missing:
+        names = [key.name for key in missing]
+        cluster = " ".join(f"--name {key.name} --type {type_name(key)}" for key in missing)
+        cloud = " ".join(f'--sa "{key.name}={type_name(key)}"' for key in missing)
+        return (
+            f"namespace {namespace!r} lacks the search attributes {', '.join(names)}, which "
+            f'every booking sets; create them (README, "Search attributes"), then start '
+            f"the worker again. On a cluster:\n"
+            f"  temporal operator search-attribute create --namespace {namespace} {cluster}\n"
+            f"On Temporal Cloud:\n"
+            f"  tcld namespace search-attributes add -n {namespace} {cloud}"
+        )
+    for key in SEARCH_ATTRIBUTES:
+        if types[key.name] != key.indexed_value_type:
+            return (
+                f"namespace {namespace!r} has the search attribute {key.name} as "
+                f"{types[key.name].name.capitalize()}, but the saga needs {type_name(key)}: "
+                "a search attribute's type cannot change, so remove it if nothing else "
+                "uses it and create it again, or use another namespace"
+            )
+    return None
+
+
+def type_name(key: SearchAttributeKey[Any]) -> str:
+    """Return a search attribute's type as the CLI names it (`Keyword`)."""
+    return key.indexed_value_type.name.capitalize()
 
 
 async def check_namespace(client: Client) -> None:
-    """Stop the worker, saying why, if its namespace lacks the saga's search attributes."""
+    """Stop the worker, saying why, if its namespace cannot hold the saga's search attributes."""
     try:
-        missing = await missing_search_attributes(client)
+        types = await search_attribute_types(client)
     except RPCError as err:
         if err.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
             raise SystemExit(f"cannot list the search attributes: {err.message}") from None
         # Some deployments do not let a worker's credentials list them: go on.
         log.warning("Could not check the namespace's search attributes: %s", err.message)
         return
-    if missing:
-        raise SystemExit(how_to_create(client.namespace, missing))
+    if problem := namespace_problem(client.namespace, types):
+        raise SystemExit(problem)
 
 
 def runtime(metrics_address: str) -> Runtime:

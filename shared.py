@@ -22,16 +22,6 @@ SEARCH_ATTRIBUTES = (BOOKING_STATUS, BOOKING_CUSTOMER)
 """The search attributes a namespace must have before a worker may serve it."""
 
 
-def search_attributes_at_start(customer: str) -> TypedSearchAttributes:
-    """Return a booking's search attributes as it starts: `booking`, for `customer`."""
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(BOOKING_STATUS, Outcome.BOOKING.value),
-            SearchAttributePair(BOOKING_CUSTOMER, customer),
-        ]
-    )
-
-
 DEFAULT_DEADLINE_SECONDS = 300
 """How long a trip may take to book before the saga gives up and undoes it."""
 
@@ -156,4 +146,14 @@ def log_line(event: str, booking: str, leg: Leg | None = None, **fields: object)
         f"{key}={json.dumps(str(value)) if ' ' in str(value) else value}"
         for key, value in pairs.items()
         if value is not None
+    )
+
+
+def search_attributes_at_start(customer: str) -> TypedSearchAttributes:
+    """Return a booking's search attributes as it starts: `booking`, for `customer`."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(BOOKING_STATUS, Outcome.BOOKING.value),
+            SearchAttributePair(BOOKING_CUSTOMER, customer),
+        ]
     )

@@ -4,6 +4,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -59,6 +60,8 @@ default, about 2.5 minutes), after which the leg is left for a person."""
 STEP_TIMEOUT = timedelta(seconds=10)
 """Longest a single provider call may take before Temporal retries it."""
 
+T = TypeVar("T")
+
 
 # A plain class, not a dataclass: the sandbox runs this module afresh for every
 # booking, and generating a dataclass was a quarter of that (about 0.4 ms a run).
@@ -112,22 +115,20 @@ class BookingWorkflow:
         if workflow.info().typed_search_attributes.get(BOOKING_STATUS) != Outcome.BOOKING:
             self._set_outcome(Outcome.BOOKING)  # a start that did not say so itself
         registered: list[Step] = []
-        deadline = asyncio.create_task(
-            self._deadline(book_input.deadline_seconds, asyncio.current_task())
-        )
+        deadline = self._start_deadline(book_input.deadline_seconds)
         try:
             for step in STEPS:
+                if self._missed_deadline:
+                    raise asyncio.CancelledError  # no step starts past the deadline
                 # Registered before the step runs: a step that took effect but
                 # whose answer was lost (a timeout) must be undone too.
                 registered.append(step)
-                await self._book(step, book_input)
-                if workflow.cancellation_reason() is not None or self._missed_deadline:
-                    # The step answered after a cancel request or the deadline:
-                    # it is undone with the others.
-                    raise asyncio.CancelledError
+                await self._book_in_time(step, book_input)
         except (ActivityError, asyncio.CancelledError) as err:
-            deadline.cancel()
-            self._record_failure(registered[-1].leg, err)
+            if deadline is not None:
+                deadline.cancel()
+            # The step that failed, or that the deadline kept from starting.
+            self._record_failure(step.leg, err)
             failed_at = workflow.now()
             await self._compensate_to_the_end(registered[::-1], book_input)
             meter = workflow.metric_meter()
@@ -135,20 +136,46 @@ class BookingWorkflow:
                 "saga_compensation_duration", "from the first failure to the last undo", "ms"
             ).record(workflow.now() - failed_at)
             return self._finish(Outcome.CANCELLED)
-        deadline.cancel()
+        if deadline is not None:
+            deadline.cancel()
         return self._finish(Outcome.CONFIRMED)
 
-    async def _deadline(self, seconds: int, booking: "asyncio.Task[object] | None") -> None:
-        """At the deadline, stop `booking` (the run) as a cancel request would.
+    def _start_deadline(self, seconds: int) -> "asyncio.Task[None] | None":
+        """Start the timer of the booking's deadline: `seconds` after the booking started.
 
         A workflow timer, not the execution timeout, which would end the run
-        without its undos. The step in flight is asked to cancel and its
-        answer awaited (`_book`); then every leg attempted is undone.
+        without its undos. When it fires it only says so (`_missed_deadline`);
+        `_book_in_time` stops the step in flight. Counted from the booking's
+        start, not from when a worker took it up: if that is past the
+        deadline already, no timer starts and no step runs.
         """
-        await workflow.sleep(seconds, summary=f"Deadline: booked within {seconds} s, or undone")
-        self._missed_deadline = f"not booked within its deadline of {seconds} s"
-        if booking is not None:
-            booking.cancel()
+        reason = f"not booked within its deadline of {seconds} s"
+        left = timedelta(seconds=seconds) - (workflow.now() - workflow.info().workflow_start_time)
+        if left <= timedelta(0):
+            self._missed_deadline = reason
+            return None
+
+        async def deadline() -> None:
+            await workflow.sleep(left, summary=f"Deadline: booked within {seconds} s, or undone")
+            self._missed_deadline = reason
+
+        return asyncio.create_task(deadline())
+
+    async def _book_in_time(self, step: Step, book_input: BookVacationInput) -> None:
+        """Run one step; at the deadline or a cancel request, stop it and raise CancelledError.
+
+        An answer that comes with the deadline, in the same workflow task,
+        counts as in time: the condition is checked once every answer of the
+        task is in.
+        """
+        booking = asyncio.create_task(self._book(step, book_input))
+        try:
+            await workflow.wait_condition(lambda: booking.done() or bool(self._missed_deadline))
+        except asyncio.CancelledError:  # a cancel request
+            await stopped(booking)
+        if not booking.done():  # the deadline
+            await stopped(booking)
+        await booking  # its answer: the reservation, or the error that failed the step
 
     @workflow.query
     def progress(self) -> BookingState:
@@ -176,10 +203,10 @@ class BookingWorkflow:
         self._set_outcome(Outcome.COMPENSATING)
         self._state.failed_leg = leg
         self._state.reason = self._missed_deadline or describe(err)
-        stopped = self._state.leg(leg)
-        if stopped.status is LegStatus.PENDING:  # a cancelled step may have booked
-            stopped.status = LegStatus.FAILED
-            stopped.error = self._state.reason
+        state = self._state.leg(leg)
+        if state.status is LegStatus.PENDING:  # a stopped step may have booked
+            state.status = LegStatus.FAILED
+            state.error = self._state.reason
         self._transition("failed", leg, reason=self._state.reason)
 
     async def _compensate_to_the_end(
@@ -188,12 +215,7 @@ class BookingWorkflow:
         # The undos run in a task of their own, shielded, and awaited until done:
         # a cancel request that arrives while undoing (the booking already being
         # rolled back) must not end the workflow with undos left unrun.
-        undos = asyncio.create_task(self._compensate(steps, book_input))
-        while not undos.done():
-            try:
-                await asyncio.shield(undos)
-            except asyncio.CancelledError:
-                workflow.logger.info("Cancel requested while undoing: finishing the undos")
+        await to_the_end(asyncio.create_task(self._compensate(steps, book_input)), "undoing")
 
     async def _compensate(self, steps: list[Step], book_input: BookVacationInput) -> None:
         if book_input.parallel_undo:
@@ -260,6 +282,32 @@ def details(state: BookingState) -> str:
         undone = ", ".join(f"{c.leg} ({c.outcome})" for c in state.compensations)
         lines.append(f"\nUndone: {undone}")
     return "\n".join(lines)
+
+
+async def stopped(step: "asyncio.Task[None]") -> NoReturn:
+    """Ask a step in flight to stop, await its answer, then raise CancelledError.
+
+    The step's activity waits for the provider's answer (`_book`), so the step
+    may still book: it is undone with the others whatever it answered.
+    """
+    step.cancel()
+    await to_the_end(step, "stopping a step")
+    raise asyncio.CancelledError
+
+
+async def to_the_end(task: "asyncio.Task[T]", doing: str) -> T:
+    """Await `task` to its end, whatever cancel requests come meanwhile; return its result.
+
+    A cancel request while undoing, or while a step is being stopped, must not
+    end the workflow with that work unfinished: it is noted, not passed on.
+    """
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                workflow.logger.info("Cancel requested while %s: finishing that first", doing)
+    return task.result()
 
 
 def check_input(book_input: BookVacationInput) -> None:

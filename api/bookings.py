@@ -121,6 +121,10 @@ class PageTokenRefused(BookingError):
     """Temporal could not read a listing's page token."""
 
 
+class TooSlow(BookingError):
+    """Temporal answered, but not in time (a slow visibility store, say): try again."""
+
+
 class TemporalUnavailable(BookingError):
     """Temporal cannot be reached now."""
 
@@ -173,8 +177,8 @@ class ListedBooking:
 
     user_id: str
     status: WorkflowExecutionStatus | None
-    outcome: str | None
-    """Its `BookingStatus`: where the saga last said it stood."""
+    outcome: Outcome | None
+    """Its `BookingStatus`: where the saga last said it stood (None: nothing it knows)."""
     customer: str | None
     started_at: datetime
 
@@ -324,6 +328,11 @@ class Bookings:
         )
         try:
             response = await bounded(listing)
+        except TimeoutError:
+            # A slow visibility store is not an unreachable Temporal: the breaker
+            # stays as it is, and this request alone is answered 503.
+            log.warning("Listing bookings: no answer within %s", RPC_TIMEOUT)
+            raise TooSlow("Temporal did not list the bookings in time; try again shortly") from None
         except RPCError as err:
             if after is not None and err.status in PAGE_TOKEN_REFUSED:
                 raise PageTokenRefused(
@@ -453,7 +462,7 @@ def listed(info: WorkflowExecutionInfo) -> ListedBooking:
     return ListedBooking(
         user_id=info.execution.workflow_id,
         status=WorkflowExecutionStatus(info.status) if info.status else None,
-        outcome=attributes.get(BOOKING_STATUS),
+        outcome=next((o for o in Outcome if o == attributes.get(BOOKING_STATUS)), None),
         customer=attributes.get(BOOKING_CUSTOMER),
         started_at=info.start_time.ToDatetime(UTC),
     )
@@ -469,5 +478,9 @@ def keyed_booking_id(key: str) -> str:
 
 def fingerprint(booking: BookingRequest) -> str:
     """Return a digest of the request, to tell a repeat from a different request."""
-    canonical = json.dumps(booking.model_dump(), sort_keys=True, separators=(",", ":"))
+    # Fields left out stay out, so that a field added later (deadline_seconds)
+    # leaves the digest of a request that does not use it as it was.
+    canonical = json.dumps(
+        booking.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()

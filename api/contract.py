@@ -53,10 +53,11 @@ def _whole_number(value: object) -> object:
     return value
 
 
-Attempts = Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=10)]
+# The Field first: its bounds then reach the JSON Schema as minimum and maximum.
+Attempts = Annotated[int, Field(ge=1, le=10), BeforeValidator(_whole_number)]
 
 DeadlineSeconds = Annotated[
-    int, BeforeValidator(_whole_number), Field(ge=1, le=MAX_DEADLINE_SECONDS)
+    int, Field(ge=1, le=MAX_DEADLINE_SECONDS), BeforeValidator(_whole_number)
 ]
 
 
@@ -148,6 +149,13 @@ class BookingStatus(BaseModel):
     result: TripResult | None = None
 
 
+def _digits(value: object) -> object:
+    # A number in a query string is digits alone: no sign, space, "_" or fraction.
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise PydanticCustomError("digits", "must be a whole number, in digits")
+    return value
+
+
 def _matchable(value: str) -> str:
     # Visibility queries match neither, however escaped (tried on Temporal 1.32):
     # refused, so that the quoted value can never be closed (api/bookings.py).
@@ -174,7 +182,9 @@ class BookingQuery(BaseModel):
     customer: Customer | None = Field(
         None, description="only this traveller's bookings: the name exactly as booked"
     )
-    page_size: int = Field(20, ge=1, le=100, description="bookings per page")
+    page_size: Annotated[int, Field(ge=1, le=100), BeforeValidator(_digits)] = Field(
+        20, description="bookings per page"
+    )
     page_token: str | None = Field(
         None,
         max_length=4096,
@@ -195,7 +205,7 @@ class BookingSummary(BaseModel):
 
 
 class BookingList(BaseModel):
-    """A page of bookings, newest first (README, "Finding bookings")."""
+    """A page of bookings: running ones first, then ended ones, newest first in each."""
 
     bookings: list[BookingSummary]
     next_page_token: str | None = Field(None, description="absent on the last page")

@@ -102,7 +102,7 @@ def summary_view(booking: ListedBooking) -> BookingSummary:
     """Return one listed booking: where its saga stands, or how its run ended without it."""
     status: StatusName | None
     if booking.status in SAGA_REPORTS:
-        status = next((outcome.value for outcome in Outcome if outcome == booking.outcome), None)
+        status = booking.outcome.value if booking.outcome else None
     else:
         status = ENDED_WITHOUT_RESULT.get(booking.status, "failed")
     return BookingSummary(

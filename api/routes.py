@@ -49,12 +49,12 @@ async def start_booking() -> tuple[Response, int, dict[str, str]]:
 @blueprint.get("/bookings")
 @operation(
     "listBookings",
-    {200: Answer("a page of bookings, newest first", BookingList)},
+    {200: Answer("a page of bookings: running ones, then ended ones, newest first", BookingList)},
     problems=(400, 502, 503),
     query=BookingQuery,
 )
 async def list_bookings() -> Response:
-    """List bookings, newest first, by status or customer, a page at a time."""
+    """List bookings by status or customer, a page at a time, newest first."""
     query = read_listing()
     page = await current_bookings().list_bookings(
         query.status, query.customer, query.page_size, page_token(query)

@@ -4,7 +4,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from config import number_from_env, port_from_env
+from config import ConfigError, number_from_env, port_from_env
 from shared import DEFAULT_DEADLINE_SECONDS, MAX_DEADLINE_SECONDS, TASK_QUEUE_NAME
 
 SPARE_THREADS = 2
@@ -37,7 +37,7 @@ class ApiSettings:
         return cls(
             host=env.get("HOST", cls.host),
             port=port_from_env(env, "PORT", cls.port),
-            task_queue=env.get("TEMPORAL_TASK_QUEUE", cls.task_queue),
+            task_queue=task_queue_from_env(env, cls.task_queue),
             book_wait_seconds=number_from_env(
                 env, "BOOK_WAIT_SECONDS", float, cls.book_wait_seconds, low=0.1, high=3600
             ),
@@ -68,3 +68,11 @@ class ApiSettings:
     def request_timeout(self) -> float:
         """Seconds a request may take at most: `POST /book`'s wait, and room to start."""
         return self.book_wait_seconds + 30
+
+
+def task_queue_from_env(env: Mapping[str, str], default: str) -> str:
+    """Read TEMPORAL_TASK_QUEUE: a name `GET /bookings` can quote in a visibility query."""
+    task_queue = env.get("TEMPORAL_TASK_QUEUE", default)
+    if not task_queue or '"' in task_queue or "\\" in task_queue:
+        raise ConfigError(f'TEMPORAL_TASK_QUEUE must be a name without " or \\, not {task_queue!r}')
+    return task_queue

@@ -43,6 +43,8 @@ def test_values_are_read_from_the_environment() -> None:
         ("BOOKING_DEADLINE_SECONDS", "0"),
         ("BOOKING_DEADLINE_SECONDS", "3601"),
         ("BOOKING_DEADLINE_SECONDS", "1.5"),
+        ("TEMPORAL_TASK_QUEUE", 'saga" OR "x'),
+        ("TEMPORAL_TASK_QUEUE", ""),
         ("SIM_LATENCY_SECONDS", "slow"),
         ("SIM_LATENCY_SECONDS", "-1"),
         ("SIM_LATENCY_SECONDS", "6"),
@@ -53,7 +55,7 @@ def test_values_are_read_from_the_environment() -> None:
     ],
 )
 def test_unusable_value_is_refused_naming_the_variable(variable: str, value: str) -> None:
-    api = variable in ("PORT", "BOOKING_DEADLINE_SECONDS")
+    api = variable in ("PORT", "BOOKING_DEADLINE_SECONDS", "TEMPORAL_TASK_QUEUE")
     read = ApiSettings.from_env if api else WorkerSettings.from_env
     with pytest.raises(ConfigError, match=variable):
         read({variable: value})

@@ -1,5 +1,6 @@
 """Golden histories replayed without a server: a change that breaks determinism fails here."""
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +22,12 @@ def golden(path: Path) -> WorkflowHistory:
 
 
 def test_there_is_a_history_for_each_ending() -> None:
-    assert [path.stem for path in HISTORIES] == ["cancelled", "compensated", "confirmed"]
+    assert [path.stem for path in HISTORIES] == [
+        "cancelled",
+        "compensated",
+        "confirmed",
+        "deadline",
+    ]
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda path: path.stem)
@@ -32,19 +38,25 @@ async def test_booking_workflow_replays_its_golden_history(path: Path) -> None:
 
 @workflow.defn(name="BookingWorkflow", sandboxed=False)  # a test double: no sandbox
 class HotelFirst:
-    """BookingWorkflow as a careless change might leave it: hotel before car."""
+    """BookingWorkflow as a careless change might leave it: hotel before car.
+
+    Its deadline timer starts first, as the saga's does, so that the replay
+    fails at the step, not at the timer.
+    """
 
     @workflow.run
     async def run(self, book_input: BookVacationInput) -> BookingState:
-        await workflow.execute_activity_method(
+        asyncio.create_task(workflow.sleep(book_input.deadline_seconds))  # noqa: RUF006
+        hotel = workflow.execute_activity_method(
             BookingActivities.book_hotel,
             book_input,
             start_to_close_timeout=timedelta(seconds=10),
         )
-        raise AssertionError("unreachable: the replay fails at the first command")
+        await asyncio.create_task(hotel)
+        raise AssertionError("unreachable: the replay fails at the first step")
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda path: path.stem)
-async def test_a_reordered_saga_fails_replay(path: Path) -> None:
-    with pytest.raises(NondeterminismError):
+async def test_a_reordered_saga_fails_replay_at_its_first_step(path: Path) -> None:
+    with pytest.raises(NondeterminismError, match=r"book_car.*book_hotel|book_hotel.*book_car"):
         await Replayer(workflows=[HotelFirst]).replay_workflow(golden(path))

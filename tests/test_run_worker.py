@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import (
@@ -26,7 +27,12 @@ from temporalio.worker.workflow_sandbox import (
 with workflow.unsafe.imports_passed_through():
     import pytest
 
-    from run_worker import WORKFLOW_RUNNER, build_worker, missing_search_attributes
+    from run_worker import (
+        WORKFLOW_RUNNER,
+        build_worker,
+        namespace_problem,
+        search_attribute_types,
+    )
     from shared import TASK_QUEUE_NAME
     from tests.support.histories import activity_runs, eventually
     from tests.support.processes import spawn
@@ -127,7 +133,7 @@ async def bare_namespace(client: Client) -> str:
 
     async def answers() -> bool:
         try:
-            return len(await missing_search_attributes(bare)) == 2
+            return not await search_attribute_types(bare)
         except RPCError:  # not known to every part of the server yet
             return False
 
@@ -159,20 +165,22 @@ async def test_worker_stops_at_start_on_a_namespace_without_the_search_attribute
         f"namespace '{namespace}' lacks the search attributes BookingStatus, BookingCustomer, "
         "which every booking sets" in refused.stderr
     )
-    lines = refused.stderr.splitlines()
-    commands = [shlex.split(line) for line in lines if line.strip().startswith("temporal ")]
-    assert [command[-3] for command in commands] == ["BookingStatus", "BookingCustomer"]
+    lines = [line.strip() for line in refused.stderr.splitlines()]
+    [command] = [shlex.split(line) for line in lines if line.startswith("temporal ")]
+    assert (
+        f'tcld namespace search-attributes add -n {namespace} --sa "BookingStatus=Keyword" '
+        '--sa "BookingCustomer=Keyword"' in lines
+    )
 
-    # The commands it prints are the fix: run them, and the worker starts.
-    for command in commands:
-        await asyncio.to_thread(
-            subprocess.run,
-            [temporal_binary(), *command[1:], "--address", address],
-            check=True,
-            timeout=60,
-        )
+    # The command it prints is the fix: run it, and the worker starts.
+    await asyncio.to_thread(
+        subprocess.run,
+        [temporal_binary(), *command[1:], "--address", address],
+        check=True,
+        timeout=60,
+    )
     bare = await Client.connect(address, namespace=namespace)
-    await eventually(lambda: no_search_attribute_missing(bare))
+    await eventually(lambda: serves_the_saga(bare))
     worker, output = spawn([sys.executable, "run_worker.py"], env)
     try:
         output.wait_for("Worker polling")
@@ -181,5 +189,39 @@ async def test_worker_stops_at_start_on_a_namespace_without_the_search_attribute
         await asyncio.to_thread(worker.wait, 30)
 
 
-async def no_search_attribute_missing(client: Client) -> bool:
-    return not await missing_search_attributes(client)
+async def serves_the_saga(client: Client) -> bool:
+    return namespace_problem(client.namespace, await search_attribute_types(client)) is None
+
+
+KEYWORD, TEXT = SearchAttributeIndexedValueType.KEYWORD, SearchAttributeIndexedValueType.TEXT
+
+
+# The namespace's custom search attributes → what the worker says as it stops (None: it starts).
+NAMESPACE_TABLE = [
+    pytest.param({}, "lacks the search attributes BookingStatus, BookingCustomer", id="neither"),
+    pytest.param(
+        {"BookingStatus": KEYWORD, "Other": TEXT},
+        "lacks the search attributes BookingCustomer,",
+        id="one_of_two",
+    ),
+    pytest.param(
+        {"BookingStatus": TEXT, "BookingCustomer": KEYWORD},
+        "has the search attribute BookingStatus as Text, but the saga needs Keyword",
+        id="one_of_another_type",
+    ),
+    pytest.param({"BookingStatus": KEYWORD, "BookingCustomer": KEYWORD}, None, id="both"),
+]
+
+
+@pytest.mark.parametrize(("types", "says"), NAMESPACE_TABLE)
+def test_the_worker_serves_a_namespace_only_with_both_search_attributes_as_keywords(
+    types: dict[str, SearchAttributeIndexedValueType], says: str | None
+) -> None:
+    problem = namespace_problem("bookings", types)
+
+    if says is None:
+        assert problem is None
+    else:
+        assert problem is not None
+        assert problem.startswith("namespace 'bookings' ")
+        assert says in problem

@@ -1,7 +1,11 @@
 """The saga, against a real Temporal server: what runs, in which order, what is held."""
 
+import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +13,10 @@ import pytest
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, Worker
 
 from activities import BookingActivities
+from run_worker import build_worker
 from shared import (
     BOOKING_CUSTOMER,
     BOOKING_STATUS,
@@ -232,11 +237,12 @@ async def await_the_deadline(handle: WorkflowHandle[Any, Any]) -> None:
 
 
 # What stops the booking while the airline holds its answer → the booking's
-# deadline, the reason given, and how its deadline timer ended.
+# deadline, the reason given, and how its deadline timer ended. 5 s: time to
+# reach the flight, and well before the step's own 10 s timeout would end it.
 STOPPED_IN_FLIGHT = [
     pytest.param(request_cancel, 300, "cancelled by request", "canceled", id="cancel_request"),
     pytest.param(
-        await_the_deadline, 3, "not booked within its deadline of 3 s", "fired", id="deadline"
+        await_the_deadline, 5, "not booked within its deadline of 5 s", "fired", id="deadline"
     ),
 ]
 
@@ -409,3 +415,61 @@ async def test_a_start_that_says_booking_is_not_told_again(client: Client, tmp_p
     assert await booking_statuses(handle) == ["confirmed"]
     described = (await handle.describe()).typed_search_attributes
     assert described.get(BOOKING_CUSTOMER) == "Jane Smith"
+
+
+async def test_a_deadline_past_before_any_worker_took_the_booking_books_nothing(
+    client: Client, tmp_path: Path
+) -> None:
+    booking = trip(deadline_seconds=1)
+    task_queue = f"test-{uuid.uuid4()}"
+    handle = await client.start_workflow(
+        BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
+    )
+    started = (await handle.describe()).start_time
+
+    async def deadline_gone_by() -> bool:
+        return datetime.now(UTC) - started > timedelta(seconds=1)
+
+    await eventually(deadline_gone_by)  # counted from the start, not from a worker
+    activities = quick_activities(tmp_path)
+    async with build_worker(client, activities, task_queue):
+        state = await handle.result()
+
+    assert state.outcome is Outcome.CANCELLED
+    assert state.reason == "not booked within its deadline of 1 s"
+    assert state.failed_leg is Leg.CAR
+    assert state.compensations == []
+    assert await activity_runs(handle) == []
+    assert await timers(handle) == []
+
+
+async def test_a_step_that_answers_with_the_deadline_counts_as_in_time(
+    client: Client, tmp_path: Path
+) -> None:
+    # The workflow's worker is away while the airline answers and the deadline
+    # passes: its next task brings both, and the answer, which came first, wins.
+    activities = quick(GatedFlight, tmp_path, hotel_outage=False)
+    booking = trip(deadline_seconds=8)
+    task_queue = f"test-{uuid.uuid4()}"
+    saga = partial(Worker, client, task_queue=task_queue, workflows=[BookingWorkflow])
+    async with Worker(client, task_queue=task_queue, activities=activities.all()):
+        async with saga():
+            handle = await client.start_workflow(
+                BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
+            )
+            await asyncio.wait_for(activities.gate.reached.wait(), 30)
+        activities.gate.opened.set()
+        await eventually(lambda: has_events(handle, "activity_task_completed", "timer_fired"))
+        async with saga():
+            state = await handle.result()
+
+    assert state.outcome is Outcome.CONFIRMED
+    assert state.compensations == []
+    assert [len(p.held()) for p in activities.providers.values()] == [1, 1, 1]
+    assert await timers(handle) == [("Deadline: booked within 8 s, or undone", "fired")]
+
+
+async def has_events(handle: WorkflowHandle[Any, Any], *kinds: str) -> bool:
+    """Return whether the history holds an event of each kind (`timer_fired`, say)."""
+    seen = {event.WhichOneof("attributes") async for event in handle.fetch_history_events()}
+    return all(f"{kind}_event_attributes" in seen for kind in kinds)

@@ -14,7 +14,7 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 
 from shared import search_attributes_at_start
-from tests.support.histories import cancel_seen, eventually
+from tests.support.histories import cancel_seen, eventually, step_cancel_requested
 from tests.support.trips import Gate, GatedFlight, trip
 from tests.support.workers import quick, running_worker
 from tools.processes import ROOT, SEARCH_ATTRIBUTE_FLAGS, temporal_binary
@@ -24,7 +24,7 @@ HISTORIES = ROOT / "tests" / "histories"
 
 
 async def main() -> None:
-    """Run a confirmed, a compensated and a cancelled booking; save their histories."""
+    """Run a confirmed, a compensated, a cancelled and a late booking; save their histories."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         dev_server_extra_args=list(SEARCH_ATTRIBUTE_FLAGS),
@@ -38,6 +38,7 @@ async def main() -> None:
                     "confirmed": trip(),
                     "compensated": trip(hotel="invalid-hotel-id"),
                     "cancelled": trip(),
+                    "deadline": trip(deadline_seconds=5),  # the airline answers late
                 }
                 handles = {}
                 for name, booking in runs.items():
@@ -54,6 +55,8 @@ async def main() -> None:
                     if name == "cancelled":
                         await handle.cancel()
                         await eventually(lambda: cancel_seen(handle))  # noqa: B023
+                    if name == "deadline":
+                        await eventually(lambda: step_cancel_requested(handle))  # noqa: B023
                     activities.gate.opened.set()
                     await handle.result()
                     handles[name] = handle

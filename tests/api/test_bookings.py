@@ -8,7 +8,8 @@ from flask.testing import FlaskClient
 from temporalio.client import Client
 
 from activities import BookingActivities
-from api.bookings import keyed_booking_id
+from api.bookings import fingerprint, keyed_booking_id
+from api.contract import BookingRequest
 from api.loop import ClientLoop
 from tests.support.trips import JOHN, final_status
 from tests.support.workers import held_by
@@ -65,3 +66,13 @@ def test_concurrent_duplicates_make_one_booking(
     assert status == 202
     final_status(http, f"/bookings/{user_id}")
     assert held_by(activities, user_id) == ONE_EACH
+
+
+def test_a_request_keeps_its_fingerprint_across_versions_that_add_fields() -> None:
+    # The digest kept in a keyed booking's memo: if it changed when the API
+    # learnt deadline_seconds, a retry of a booking made before would be a 422.
+    assert fingerprint(BookingRequest.model_validate(JOHN)) == (
+        "d418958f561d7d32ac8c42812e1644c86a627fe9935d0fc77d2bd742747257c2"
+    )
+    with_deadline = BookingRequest.model_validate({**JOHN, "deadline_seconds": 60})
+    assert fingerprint(with_deadline) != fingerprint(BookingRequest.model_validate(JOHN))

@@ -27,8 +27,27 @@ def test_openapi_document_is_3_1_and_lists_every_operation(http: FlaskClient) ->
         "/readyz",
         "/openapi.json",
     }
+    listing = document["paths"]["/bookings"]["get"]
+    assert [(p["name"], p["in"], p["required"]) for p in listing["parameters"]] == [
+        ("status", "query", False),
+        ("customer", "query", False),
+        ("page_size", "query", False),
+        ("page_token", "query", False),
+    ]
+    assert listing["parameters"][2]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "default": 20,
+    }
     request_schema = document["components"]["schemas"]["BookingRequest"]
     assert request_schema["required"] == ["name", "attempts", "car", "hotel", "flight"]
+    fields = request_schema["properties"]
+    assert (fields["attempts"]["minimum"], fields["attempts"]["maximum"]) == (1, 10)
+    assert fields["deadline_seconds"]["anyOf"] == [  # null or left out: the default
+        {"type": "integer", "minimum": 1, "maximum": 3600},
+        {"type": "null"},
+    ]
     assert request_schema["additionalProperties"] is False
 
 

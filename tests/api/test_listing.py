@@ -7,17 +7,25 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from google.protobuf.timestamp_pb2 import Timestamp
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import WorkflowExecutionStatus as RawStatus
+from temporalio.api.workflow.v1 import WorkflowExecutionInfo
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.converter import encode_search_attributes
 
 from activities import BookingActivities
-from api.bookings import listing_query, quoted
+from api.bookings import ListedBooking, listed, listing_query, quoted
 from api.settings import ApiSettings
-from shared import Outcome
+from shared import BOOKING_CUSTOMER, BOOKING_STATUS, Outcome
 from tests.support.trips import JANE, JOHN, GatedFlight, final_status
 from tests.support.workers import quick, quick_activities, worker_thread
 from tools.processes import temporal_binary
@@ -152,6 +160,11 @@ BAD_QUERIES = [
     pytest.param("page_size=-1", "page_size", id="negative_page_size"),
     pytest.param("page_size=ten", "page_size", id="page_size_a_word"),
     pytest.param("page_size=2.5", "page_size", id="fractional_page_size"),
+    pytest.param("page_size=5.0", "page_size", id="page_size_with_a_point"),
+    pytest.param("page_size=%2B5", "page_size", id="page_size_with_a_sign"),
+    pytest.param("page_size=%205", "page_size", id="page_size_with_a_space"),
+    pytest.param("page_size=10_0", "page_size", id="page_size_with_an_underscore"),
+    pytest.param("page_size=%D9%A5", "page_size", id="page_size_in_arabic_digits"),
     pytest.param("page_token=not%20a%20token!", "page_token", id="token_not_base64url"),
     pytest.param("page_token=a", "page_token", id="token_of_one_character"),
     pytest.param("page_token=Z2FyYmFnZQ", "page_token", id="token_temporal_cannot_read"),
@@ -246,3 +259,33 @@ def test_the_query_holds_each_filter_as_a_quoted_value() -> None:
 def test_a_value_that_could_end_its_quotes_is_never_quoted(value: str) -> None:
     with pytest.raises(ValueError, match="cannot quote"):
         quoted(value)
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        pytest.param("cancelled", Outcome.CANCELLED, id="one_the_saga_sets"),
+        pytest.param("on hold", None, id="one_it_never_sets"),
+        pytest.param(None, None, id="none"),
+    ],
+)
+def test_a_listed_run_is_read_with_its_search_attributes(
+    status: str | None, outcome: Outcome | None
+) -> None:
+    pairs = [SearchAttributePair(BOOKING_CUSTOMER, "Jane Smith")]
+    if status is not None:
+        pairs.append(SearchAttributePair(BOOKING_STATUS, status))
+    info = WorkflowExecutionInfo(
+        execution=WorkflowExecution(workflow_id="jane-smith-000001"),
+        status=RawStatus.WORKFLOW_EXECUTION_STATUS_COMPLETED,
+        start_time=Timestamp(seconds=1_795_000_000),
+    )
+    encode_search_attributes(TypedSearchAttributes(pairs), info.search_attributes)
+
+    assert listed(info) == ListedBooking(
+        user_id="jane-smith-000001",
+        status=WorkflowExecutionStatus.COMPLETED,
+        outcome=outcome,
+        customer="Jane Smith",
+        started_at=datetime.fromtimestamp(1_795_000_000, UTC),
+    )
