@@ -9,12 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from temporalio import activity, workflow
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker, WorkflowRunner
@@ -100,22 +99,21 @@ def open_activities(settings: WorkerSettings) -> BookingActivities:
     return BookingActivities(simulation, stores)
 
 
-async def search_attribute_types(client: Client) -> dict[str, SearchAttributeIndexedValueType]:
-    """Return the custom search attributes of the client's namespace, with their types."""
+async def search_attribute_types(client: Client) -> dict[str, int]:
+    """Return the custom search attributes of the client's namespace, with their types.
+
+    The types are the API's `IndexedValueType` numbers, kept as they come: a
+    type this SDK does not know is just not the one the saga needs.
+    """
     response = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=client.namespace),
         retry=True,  # a blip at start-up is not a reason to stop
         timeout=CHECK_TIMEOUT,
     )
-    return {
-        name: SearchAttributeIndexedValueType(kind)
-        for name, kind in response.custom_attributes.items()
-    }
+    return dict(response.custom_attributes)
 
 
-def namespace_problem(
-    namespace: str, types: Mapping[str, SearchAttributeIndexedValueType]
-) -> str | None:
+def namespace_problem(namespace: str, types: Mapping[str, int]) -> str | None:
     """Return why a namespace with these search attributes cannot serve the saga, if it cannot.
 
     Every booking sets the saga's search attributes, so a worker serving a
@@ -125,8 +123,9 @@ def namespace_problem(
     missing = [key for key in SEARCH_ATTRIBUTES if key.name not in types]
     if missing:
         names = [key.name for key in missing]
-        cluster = " ".join(f"--name {key.name} --type {type_name(key)}" for key in missing)
-        cloud = " ".join(f'--sa "{key.name}={type_name(key)}"' for key in missing)
+        kinds = {key.name: type_name(key.indexed_value_type) for key in missing}
+        cluster = " ".join(f"--name {name} --type {kind}" for name, kind in kinds.items())
+        cloud = " ".join(f'--sa "{name}={kind}"' for name, kind in kinds.items())
         return (
             f"namespace {namespace!r} lacks the search attributes {', '.join(names)}, which "
             f'every booking sets; create them (README, "Search attributes"), then start '
@@ -139,16 +138,21 @@ def namespace_problem(
         if types[key.name] != key.indexed_value_type:
             return (
                 f"namespace {namespace!r} has the search attribute {key.name} as "
-                f"{types[key.name].name.capitalize()}, but the saga needs {type_name(key)}: "
-                "a search attribute's type cannot change, so remove it if nothing else "
-                "uses it and create it again, or use another namespace"
+                f"{type_name(types[key.name])}, but the saga needs "
+                f"{type_name(key.indexed_value_type)}: a search attribute's type cannot "
+                "change, so remove it if nothing else uses it and create it again, or use "
+                "another namespace"
             )
     return None
 
 
-def type_name(key: SearchAttributeKey[Any]) -> str:
-    """Return a search attribute's type as the CLI names it (`Keyword`)."""
-    return key.indexed_value_type.name.capitalize()
+def type_name(kind: int) -> str:
+    """Return a search attribute type as the CLI names it: `Keyword`, `KeywordList`."""
+    try:
+        name = IndexedValueType.Name(IndexedValueType.ValueType(kind))
+    except ValueError:
+        return f"type {kind}"
+    return "".join(word.capitalize() for word in name.split("_")[3:])
 
 
 async def check_namespace(client: Client) -> None:

@@ -62,6 +62,8 @@ STEP_TIMEOUT = timedelta(seconds=10)
 
 T = TypeVar("T")
 
+CANCELLED_BY_REQUEST = "cancelled by request"
+
 
 # A plain class, not a dataclass: the sandbox runs this module afresh for every
 # booking, and generating a dataclass was a quarter of that (about 0.4 ms a run).
@@ -107,6 +109,9 @@ class BookingWorkflow:
             ],
         )
         self._missed_deadline: str | None = None
+        """The deadline's reason, once it has passed."""
+        self._stop_reason: str | None = None
+        """Why the saga stopped a step, or started none, when it decided to."""
 
     @workflow.run
     async def run(self, book_input: BookVacationInput) -> BookingState:
@@ -119,6 +124,7 @@ class BookingWorkflow:
         try:
             for step in STEPS:
                 if self._missed_deadline:
+                    self._stop_reason = self._missed_deadline
                     raise asyncio.CancelledError  # no step starts past the deadline
                 # Registered before the step runs: a step that took effect but
                 # whose answer was lost (a timeout) must be undone too.
@@ -171,9 +177,12 @@ class BookingWorkflow:
         booking = asyncio.create_task(self._book(step, book_input))
         try:
             await workflow.wait_condition(lambda: booking.done() or bool(self._missed_deadline))
-        except asyncio.CancelledError:  # a cancel request
+        except asyncio.CancelledError:
+            cancel_request_handled()
+            self._stop_reason = CANCELLED_BY_REQUEST
             await stopped(booking)
-        if not booking.done():  # the deadline
+        if not booking.done():
+            self._stop_reason = self._missed_deadline
             await stopped(booking)
         await booking  # its answer: the reservation, or the error that failed the step
 
@@ -202,7 +211,7 @@ class BookingWorkflow:
     def _record_failure(self, leg: Leg, err: BaseException) -> None:
         self._set_outcome(Outcome.COMPENSATING)
         self._state.failed_leg = leg
-        self._state.reason = self._missed_deadline or describe(err)
+        self._state.reason = self._stop_reason or describe(err)
         state = self._state.leg(leg)
         if state.status is LegStatus.PENDING:  # a stopped step may have booked
             state.status = LegStatus.FAILED
@@ -306,8 +315,21 @@ async def to_the_end(task: "asyncio.Task[T]", doing: str) -> T:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             if not task.done():
+                cancel_request_handled()
                 workflow.logger.info("Cancel requested while %s: finishing that first", doing)
     return task.result()
+
+
+def cancel_request_handled() -> None:
+    """Say that the current task has dealt with the cancel request it was sent.
+
+    Its count of pending cancellations goes back down, so that an
+    `asyncio.timeout` or `TaskGroup` later in the run does not mistake the
+    request for its own.
+    """
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 def check_input(book_input: BookVacationInput) -> None:
@@ -323,7 +345,7 @@ def describe(err: BaseException) -> str:
     """Say in a sentence why a step failed for good."""
     cause = err.cause if isinstance(err, ActivityError) else err
     if isinstance(cause, asyncio.CancelledError | CancelledError):
-        return "cancelled by request"
+        return CANCELLED_BY_REQUEST
     if isinstance(cause, TimeoutError):
         return "timed out"
     message = cause.message if isinstance(cause, FailureError) else str(cause)

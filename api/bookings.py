@@ -121,10 +121,6 @@ class PageTokenRefused(BookingError):
     """Temporal could not read a listing's page token."""
 
 
-class TooSlow(BookingError):
-    """Temporal answered, but not in time (a slow visibility store, say): try again."""
-
-
 class TemporalUnavailable(BookingError):
     """Temporal cannot be reached now."""
 
@@ -328,11 +324,6 @@ class Bookings:
         )
         try:
             response = await bounded(listing)
-        except TimeoutError:
-            # A slow visibility store is not an unreachable Temporal: the breaker
-            # stays as it is, and this request alone is answered 503.
-            log.warning("Listing bookings: no answer within %s", RPC_TIMEOUT)
-            raise TooSlow("Temporal did not list the bookings in time; try again shortly") from None
         except RPCError as err:
             if after is not None and err.status in PAGE_TOKEN_REFUSED:
                 raise PageTokenRefused(

@@ -22,7 +22,6 @@ from api.bookings import (
     NoWorker,
     PageTokenRefused,
     TemporalUnavailable,
-    TooSlow,
 )
 from api.breaker import unreachable
 from api.contract import PROBLEM, Problem
@@ -40,7 +39,6 @@ STATUS: dict[type[BookingError], HTTPStatus] = {
     KeyReused: HTTPStatus.UNPROCESSABLE_ENTITY,
     NoWorker: HTTPStatus.SERVICE_UNAVAILABLE,
     PageTokenRefused: HTTPStatus.BAD_REQUEST,
-    TooSlow: HTTPStatus.SERVICE_UNAVAILABLE,
     TemporalUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from google.protobuf.duration_pb2 import Duration
 from temporalio import workflow
-from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.enums.v1 import IndexedValueType, PendingActivityState
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import (
@@ -193,7 +192,10 @@ async def serves_the_saga(client: Client) -> bool:
     return namespace_problem(client.namespace, await search_attribute_types(client)) is None
 
 
-KEYWORD, TEXT = SearchAttributeIndexedValueType.KEYWORD, SearchAttributeIndexedValueType.TEXT
+KEYWORD, TEXT = (
+    IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    IndexedValueType.INDEXED_VALUE_TYPE_TEXT,
+)
 
 
 # The namespace's custom search attributes → what the worker says as it stops (None: it starts).
@@ -209,13 +211,18 @@ NAMESPACE_TABLE = [
         "has the search attribute BookingStatus as Text, but the saga needs Keyword",
         id="one_of_another_type",
     ),
+    pytest.param(
+        {"BookingStatus": 99, "BookingCustomer": KEYWORD},
+        "has the search attribute BookingStatus as type 99, but the saga needs Keyword",
+        id="one_of_a_type_this_sdk_does_not_know",
+    ),
     pytest.param({"BookingStatus": KEYWORD, "BookingCustomer": KEYWORD}, None, id="both"),
 ]
 
 
 @pytest.mark.parametrize(("types", "says"), NAMESPACE_TABLE)
 def test_the_worker_serves_a_namespace_only_with_both_search_attributes_as_keywords(
-    types: dict[str, SearchAttributeIndexedValueType], says: str | None
+    types: dict[str, int], says: str | None
 ) -> None:
     problem = namespace_problem("bookings", types)
 

@@ -236,6 +236,11 @@ async def await_the_deadline(handle: WorkflowHandle[Any, Any]) -> None:
     await eventually(lambda: step_cancel_requested(handle))
 
 
+async def request_cancel_then_await_the_deadline(handle: WorkflowHandle[Any, Any]) -> None:
+    await request_cancel(handle)
+    await eventually(lambda: has_events(handle, "timer_fired"))
+
+
 # What stops the booking while the airline holds its answer → the booking's
 # deadline, the reason given, and how its deadline timer ended. 5 s: time to
 # reach the flight, and well before the step's own 10 s timeout would end it.
@@ -243,6 +248,13 @@ STOPPED_IN_FLIGHT = [
     pytest.param(request_cancel, 300, "cancelled by request", "canceled", id="cancel_request"),
     pytest.param(
         await_the_deadline, 5, "not booked within its deadline of 5 s", "fired", id="deadline"
+    ),
+    pytest.param(
+        request_cancel_then_await_the_deadline,
+        5,
+        "cancelled by request",  # what stopped it first
+        "fired",
+        id="cancel_request_then_the_deadline",
     ),
 ]
 
@@ -443,13 +455,36 @@ async def test_a_deadline_past_before_any_worker_took_the_booking_books_nothing(
     assert await timers(handle) == []
 
 
+# The airline's answer → how the booking ends, why, and what was undone.
+ANSWERS_WITH_THE_DEADLINE = [
+    pytest.param("valid-flight-id", Outcome.CONFIRMED, None, [], id="booked"),
+    pytest.param(
+        "invalid-flight-id",
+        Outcome.CANCELLED,
+        "Invalid flight booking: 'invalid-flight-id'",
+        [
+            Compensation(Leg.FLIGHT, NOTHING),
+            Compensation(Leg.HOTEL, RELEASED),
+            Compensation(Leg.CAR, RELEASED),
+        ],
+        id="rejected",
+    ),
+]
+
+
+@pytest.mark.parametrize(("flight", "outcome", "reason", "undos"), ANSWERS_WITH_THE_DEADLINE)
 async def test_a_step_that_answers_with_the_deadline_counts_as_in_time(
-    client: Client, tmp_path: Path
+    client: Client,
+    tmp_path: Path,
+    flight: str,
+    outcome: Outcome,
+    reason: str | None,
+    undos: list[Compensation],
 ) -> None:
     # The workflow's worker is away while the airline answers and the deadline
     # passes: its next task brings both, and the answer, which came first, wins.
     activities = quick(GatedFlight, tmp_path, hotel_outage=False)
-    booking = trip(deadline_seconds=8)
+    booking = trip(flight=flight, deadline_seconds=8)
     task_queue = f"test-{uuid.uuid4()}"
     saga = partial(Worker, client, task_queue=task_queue, workflows=[BookingWorkflow])
     async with Worker(client, task_queue=task_queue, activities=activities.all()):
@@ -463,9 +498,9 @@ async def test_a_step_that_answers_with_the_deadline_counts_as_in_time(
         async with saga():
             state = await handle.result()
 
-    assert state.outcome is Outcome.CONFIRMED
-    assert state.compensations == []
-    assert [len(p.held()) for p in activities.providers.values()] == [1, 1, 1]
+    assert (state.outcome, state.reason, state.compensations) == (outcome, reason, undos)
+    held = [len(p.held()) for p in activities.providers.values()]
+    assert held == ([1, 1, 1] if outcome is Outcome.CONFIRMED else [0, 0, 0])
     assert await timers(handle) == [("Deadline: booked within 8 s, or undone", "fired")]
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from run_worker import type_name
 from shared import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,9 +37,7 @@ SERVER_TUNING = (
 )
 """Dev-server flags measured to matter (README, "Dev server settings")."""
 
-SEARCH_ATTRIBUTE_TYPES = {
-    key.name: key.indexed_value_type.name.capitalize() for key in SEARCH_ATTRIBUTES
-}
+SEARCH_ATTRIBUTE_TYPES = {key.name: type_name(key.indexed_value_type) for key in SEARCH_ATTRIBUTES}
 """The saga's search attributes as the CLI names them: `{"BookingStatus": "Keyword", ...}`."""
 
 SEARCH_ATTRIBUTE_FLAGS = tuple(

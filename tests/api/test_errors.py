@@ -14,7 +14,6 @@ from api.bookings import (
     NoWorker,
     PageTokenRefused,
     TemporalUnavailable,
-    TooSlow,
 )
 from api.inputs import InvalidRequest
 from api.loop import ClientLoop, ClientLoopFlask
@@ -25,7 +24,6 @@ ERRORS = [
     pytest.param(KeyReused("reused", "trip-1"), 422, {"user_id": "trip-1"}, id="key_reused"),
     pytest.param(NoWorker("no worker"), 503, {}, id="no_worker"),
     pytest.param(TemporalUnavailable("down"), 503, {}, id="temporal_down"),
-    pytest.param(TooSlow("slow"), 503, {}, id="too_slow"),
     pytest.param(PageTokenRefused("unreadable"), 400, {}, id="page_token_refused"),
     pytest.param(
         InvalidRequest("bad", {"name": "bad"}), 400, {"fields": {"name": "bad"}}, id="bad"
