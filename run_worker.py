@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio import activity, workflow
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -22,7 +21,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from activities import BookingActivities
 from config import PROJECT_DIR, ConfigError, temporal_connect_config
 from providers import ProviderStore, Simulation
-from shared import SEARCH_ATTRIBUTES, TASK_QUEUE_NAME
+from shared import SEARCH_ATTRIBUTES, TASK_QUEUE_NAME, type_name
 from workflows import BookingWorkflow
 
 log = logging.getLogger("run_worker")
@@ -144,15 +143,6 @@ def namespace_problem(namespace: str, types: Mapping[str, int]) -> str | None:
                 "another namespace"
             )
     return None
-
-
-def type_name(kind: int) -> str:
-    """Return a search attribute type as the CLI names it: `Keyword`, `KeywordList`."""
-    try:
-        name = IndexedValueType.Name(IndexedValueType.ValueType(kind))
-    except ValueError:
-        return f"type {kind}"
-    return "".join(word.capitalize() for word in name.split("_")[3:])
 
 
 async def check_namespace(client: Client) -> None:

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 TASK_QUEUE_NAME = "saga-task-queue"
@@ -157,3 +158,12 @@ def search_attributes_at_start(customer: str) -> TypedSearchAttributes:
             SearchAttributePair(BOOKING_CUSTOMER, customer),
         ]
     )
+
+
+def type_name(kind: int) -> str:
+    """Return a search attribute type as the CLI names it: `Keyword`, `KeywordList`."""
+    try:
+        name = IndexedValueType.Name(IndexedValueType.ValueType(kind))
+    except ValueError:
+        return f"type {kind}"
+    return "".join(word.capitalize() for word in name.split("_")[3:])

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from run_worker import type_name
-from shared import SEARCH_ATTRIBUTES
+from shared import SEARCH_ATTRIBUTES, type_name
 
 ROOT = Path(__file__).resolve().parent.parent
 """The project's top folder, where the processes' programs live."""
