@@ -9,12 +9,19 @@ BIN := $(VENV)/bin
 SIM_LATENCY_SECONDS ?= 0.3
 WORKER_METRICS_ADDRESS ?= 127.0.0.1:9464
 
-.PHONY: run test lint typecheck pytest audit chaos histories screenshots bench clean
+# Where `make api-key` keeps the keys' hashes; the API reads it when API_KEYS_FILE is set.
+API_KEYS_FILE ?= api-keys.txt
+
+.PHONY: run api-key test lint typecheck pytest audit chaos histories screenshots bench clean
 
 # The product needs the runtime alone (requirements.txt).
 run: $(VENV)/.runtime
 	SIM_LATENCY_SECONDS=$(SIM_LATENCY_SECONDS) WORKER_METRICS_ADDRESS=$(WORKER_METRICS_ADDRESS) \
 		$(BIN)/python -m tools.stack
+
+# Makes an API key: prints it once, and appends its hash to API_KEYS_FILE (README, "Access").
+api-key: $(VENV)/.runtime
+	@$(BIN)/python -m tools.api_key --name "$(NAME)" --role "$(ROLE)" --file "$(API_KEYS_FILE)"
 
 test: lint typecheck pytest
 

@@ -19,7 +19,10 @@ BOOKING_STATUS = SearchAttributeKey.for_keyword("BookingStatus")
 BOOKING_CUSTOMER = SearchAttributeKey.for_keyword("BookingCustomer")
 """The traveller's name as given, set when the booking starts."""
 
-SEARCH_ATTRIBUTES = (BOOKING_STATUS, BOOKING_CUSTOMER)
+BOOKING_CLIENT = SearchAttributeKey.for_keyword("BookingClient")
+"""The API client that made the booking, by its key's name; absent while the API is open."""
+
+SEARCH_ATTRIBUTES = (BOOKING_STATUS, BOOKING_CUSTOMER, BOOKING_CLIENT)
 """The search attributes a namespace must have before a worker may serve it."""
 
 
@@ -150,14 +153,15 @@ def log_line(event: str, booking: str, leg: Leg | None = None, **fields: object)
     )
 
 
-def search_attributes_at_start(customer: str) -> TypedSearchAttributes:
-    """Return a booking's search attributes as it starts: `booking`, for `customer`."""
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(BOOKING_STATUS, Outcome.BOOKING.value),
-            SearchAttributePair(BOOKING_CUSTOMER, customer),
-        ]
-    )
+def search_attributes_at_start(customer: str, client: str | None = None) -> TypedSearchAttributes:
+    """Return a booking's search attributes as it starts: `booking`, for `customer`, by `client`."""
+    pairs: list[SearchAttributePair[str]] = [
+        SearchAttributePair(BOOKING_STATUS, Outcome.BOOKING.value),
+        SearchAttributePair(BOOKING_CUSTOMER, customer),
+    ]
+    if client is not None:
+        pairs.append(SearchAttributePair(BOOKING_CLIENT, client))
+    return TypedSearchAttributes(pairs)
 
 
 def type_name(kind: int) -> str:

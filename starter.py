@@ -18,11 +18,13 @@ from flask import Flask, Response
 from temporalio.client import Client
 
 from api import errors, routes
+from api.access import current_caller, describe, guard
 from api.bookings import Bookings
 from api.breaker import Breaker
 from api.contract import (
     ACCEPTED,
     BOOKING_PROBLEMS,
+    CLIENTS,
     IDEMPOTENCY_KEY,
     TRIP,
     BookingRequest,
@@ -57,7 +59,10 @@ def create_app(
     """
     settings = settings or ApiSettings()
     wait = timedelta(seconds=settings.book_wait_seconds)
-    app = ClientLoopFlask(__name__, client_loop, max_waiting=settings.max_waiting)
+    # No static folder: every route is one of ours, declared (api/access.py).
+    app = ClientLoopFlask(
+        __name__, client_loop, max_waiting=settings.max_waiting, static_folder=None
+    )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["ASYNC_VIEW_TIMEOUT"] = settings.request_timeout
     app.json.sort_keys = True  # type: ignore[attr-defined]
@@ -73,6 +78,7 @@ def create_app(
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(errors.blueprint)
     count_requests(app)  # at /metrics, summed over every process of the server
+    guard(app, settings.api_keys)  # who may call each route (refusals counted too)
 
     @app.post("/book")
     @operation(
@@ -81,11 +87,12 @@ def create_app(
         problems=BOOKING_PROBLEMS,
         body=BookingRequest,
         headers=(IDEMPOTENCY_KEY,),
+        roles=CLIENTS,
     )
     async def book_vacation() -> Response | tuple[Response, int, dict[str, str]]:
         """Book a trip and wait for the outcome (up to BOOK_WAIT_SECONDS)."""
         booking, key = read_booking(), idempotency_key()
-        handle = await bookings.start(booking, key)
+        handle = await bookings.start(booking, key, current_caller())
         result = await bookings.result(handle, wait)
         return send(trip_result(result)) if result is not None else accepted(handle.id)
 
@@ -106,7 +113,11 @@ def connected_app(settings: ApiSettings) -> Flask:
 def main() -> None:
     """Serve the API with gunicorn (never Flask's debug server: see the README)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    Server(ApiSettings.from_env(), connected_app).run()
+    settings = ApiSettings.from_env()
+    # Open is a warning even on loopback: a reverse proxy there would open it to its callers.
+    level = logging.INFO if settings.api_keys is not None else logging.WARNING
+    logging.getLogger("starter").log(level, describe(settings.api_keys, settings.host))
+    Server(settings, connected_app).run()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 - `bookings`: the Temporal operations, raising domain errors
 - `presenters`: a booking as the documented JSON
 - `inputs`: reading a request's body and headers
+- `access`: API keys, and who may call each route
 - `errors`: the one place that turns failures into problem+json answers
 - `contract`: the request and response models, and the OpenAPI document
 - `loop`: the event loop that owns the Temporal client, where async views run

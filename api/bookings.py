@@ -9,11 +9,12 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import wraps
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -35,9 +36,11 @@ from temporalio.converter import decode_typed_search_attributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.access import Caller
 from api.breaker import UNREACHABLE_STATUSES, Breaker, unreachable
 from api.contract import BookingRequest
 from shared import (
+    BOOKING_CLIENT,
     BOOKING_CUSTOMER,
     BOOKING_STATUS,
     DEFAULT_DEADLINE_SECONDS,
@@ -102,7 +105,7 @@ class BookingError(Exception):
 
 
 class BookingNotFound(BookingError):
-    """No booking has this id."""
+    """No booking has this id, or none that the caller may see."""
 
 
 class BookingEnded(BookingError):
@@ -121,6 +124,10 @@ class PageTokenRefused(BookingError):
     """Temporal could not read a listing's page token."""
 
 
+class IdTaken(Exception):
+    """The id drawn for a booking without a key is another booking's: draw again."""
+
+
 class TemporalUnavailable(BookingError):
     """Temporal cannot be reached now."""
 
@@ -137,8 +144,8 @@ class StartUnknown(TemporalUnavailable):
 
 
 def reaching_temporal(
-    operation: Callable[Concatenate["Bookings", P], Awaitable[T]],
-) -> Callable[Concatenate["Bookings", P], Awaitable[T]]:
+    operation: Callable[Concatenate["Bookings", P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate["Bookings", P], Coroutine[Any, Any, T]]:
     """Fail fast while the breaker is open; show it what `operation` met on the way.
 
     An error that says Temporal could not be reached opens the breaker
@@ -211,14 +218,14 @@ class Bookings:
     """A booking's deadline unless its request gives one (BOOKING_DEADLINE_SECONDS)."""
 
     @reaching_temporal
-    async def start(self, booking: BookingRequest, key: str | None) -> Handle:
-        """Start the saga, or with a known Idempotency-Key, find the one it started."""
+    async def start(self, booking: BookingRequest, key: str | None, caller: Caller) -> Handle:
+        """Start the saga for `caller`, or with a known Idempotency-Key, find the one it started."""
         if key is not None:
-            return await self._start_keyed(booking, key)
+            return await self._start_keyed(booking, key, caller)
         for _ in range(ID_TRIES):
             try:
-                return await self._start(booking, self.new_user_id(booking.name))
-            except WorkflowAlreadyStartedError:
+                return await self._start(booking, self.new_user_id(booking.name), caller)
+            except (WorkflowAlreadyStartedError, IdTaken):
                 continue
         raise RuntimeError(f"no free user_id for {booking.name!r} after {ID_TRIES} tries")
 
@@ -244,12 +251,14 @@ class Bookings:
         return None
 
     @reaching_temporal
-    async def status(self, user_id: str) -> BookingState | WorkflowExecutionStatus | None:
+    async def status(
+        self, user_id: str, caller: Caller
+    ) -> BookingState | WorkflowExecutionStatus | None:
         """Return a booking's state: its result once done, its progress while it runs.
 
         A booking that ended without a result gives its execution status instead.
         """
-        handle, status = await self._find(user_id)
+        handle, status = await self._find(user_id, caller)
         if status == WorkflowExecutionStatus.COMPLETED:
             return await bounded(handle.result())
         if status != WorkflowExecutionStatus.RUNNING:
@@ -266,9 +275,9 @@ class Bookings:
             raise NoWorker(NO_WORKER_ANSWERED) from err
 
     @reaching_temporal
-    async def cancel(self, user_id: str) -> str:
+    async def cancel(self, user_id: str, caller: Caller) -> str:
         """Ask a running booking to cancel (its undos run); return its id."""
-        handle, status = await self._find(user_id)
+        handle, status = await self._find(user_id, caller)
         ended = BookingEnded(f"booking {user_id} has already ended", user_id)
         if status != WorkflowExecutionStatus.RUNNING:
             raise ended
@@ -305,9 +314,14 @@ class Bookings:
 
     @reaching_temporal
     async def list_bookings(
-        self, status: Outcome | None, customer: str | None, page_size: int, after: bytes | None
+        self,
+        status: Outcome | None,
+        customer: str | None,
+        page_size: int,
+        after: bytes | None,
+        caller: Caller,
     ) -> BookingPage:
-        """Return a page of bookings, in Temporal's visibility order: newest first.
+        """Return a page of the bookings `caller` may see, in Temporal's visibility order.
 
         `after` is the previous page's `next_page_token`.
         """
@@ -315,7 +329,8 @@ class Bookings:
             namespace=self.client.namespace,
             page_size=page_size,
             next_page_token=after or b"",
-            query=listing_query(self.task_queue, status, customer),
+            # A caller with an owner (a client) sees its own bookings alone.
+            query=listing_query(self.task_queue, status, customer, caller.owner),
         )
         # Temporal answers a token it cannot read with a "please retry" (UNKNOWN),
         # which the client would retry for seconds: a request with a token is not retried.
@@ -334,7 +349,14 @@ class Bookings:
             [listed(info) for info in response.executions], response.next_page_token or None
         )
 
-    async def _find(self, user_id: str) -> tuple[Handle, WorkflowExecutionStatus | None]:
+    async def _find(
+        self, user_id: str, caller: Caller
+    ) -> tuple[Handle, WorkflowExecutionStatus | None]:
+        """Return a booking's handle and status; `BookingNotFound` unless `caller` may see it.
+
+        Another client's booking is not found, exactly as a missing one: its
+        existence is not told.
+        """
         missing = BookingNotFound(f"no booking {user_id!r}")
         if not user_id.isprintable() or len(user_id) > 255:
             raise missing
@@ -345,15 +367,15 @@ class Bookings:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise missing from None
             raise
-        if description.workflow_type != "BookingWorkflow":
+        if description.workflow_type != "BookingWorkflow" or not caller.may_see(owner(description)):
             raise missing
         return handle, description.status
 
-    async def _start_keyed(self, booking: BookingRequest, key: str) -> Handle:
+    async def _start_keyed(self, booking: BookingRequest, key: str, caller: Caller) -> Handle:
         """Start the booking the key names; a repeat (even a concurrent one) gets the same."""
-        user_id, digest = keyed_booking_id(key), fingerprint(booking)
+        user_id, digest = keyed_booking_id(key, caller.owner), fingerprint(booking)
         try:
-            return await self._start(booking, user_id, digest)
+            return await self._start(booking, user_id, caller, digest)
         except WorkflowAlreadyStartedError:
             pass
         handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
@@ -361,12 +383,22 @@ class Bookings:
             found = await bounded(handle.describe(rpc_timeout=LOOKUP_TIMEOUT), LOOKUP_TIMEOUT)
         except (RPCError, TimeoutError) as err:
             raise StartUnknown(user_id) from err  # it exists; name it, as a lost start does
-        await same_request(found, digest)
+        if not await started_by(found, digest, caller):
+            raise key_reused(found, caller)
         return handle
 
     async def _start(
-        self, booking: BookingRequest, user_id: str, request_digest: str | None = None
+        self,
+        booking: BookingRequest,
+        user_id: str,
+        caller: Caller,
+        request_digest: str | None = None,
     ) -> Handle:
+        # What tells this request's booking from any other at the id, should the
+        # answer be lost: with a key, its body's digest (a repeat is the same
+        # request); without, a token of its own.
+        marker = request_digest or secrets.token_hex(16)
+        keyed = request_digest is not None
         attempt = START_TIMEOUT - LOOKUP_TIMEOUT
         try:
             return await bounded(
@@ -375,10 +407,10 @@ class Bookings:
                     booking.to_input(user_id, self.deadline_seconds),
                     id=user_id,
                     task_queue=self.task_queue,
-                    search_attributes=search_attributes_at_start(booking.name),
+                    search_attributes=search_attributes_at_start(booking.name, caller.owner),
                     # A user_id names one booking for as long as Temporal keeps it.
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    memo={"request": request_digest} if request_digest else None,
+                    memo={"request": marker},
                     static_summary=f"Trip for {booking.name}",
                     static_details=f"Car {booking.car}, hotel {booking.hotel}, "
                     f"flight {booking.flight}; up to {booking.attempts} attempts a step",
@@ -390,35 +422,59 @@ class Bookings:
             if err.status in REFUSED:
                 raise  # turned away before it was acted on: nothing started
             # Anything else may have come after an earlier attempt landed.
-            return await self._look_up_start(user_id, request_digest)
+            return await self._look_up_start(user_id, caller, marker, keyed)
         except TimeoutError:
-            return await self._look_up_start(user_id, request_digest)
+            return await self._look_up_start(user_id, caller, marker, keyed)
 
-    async def _look_up_start(self, user_id: str, request_digest: str | None) -> Handle:
+    async def _look_up_start(
+        self, user_id: str, caller: Caller, marker: str, keyed: bool
+    ) -> Handle:
         """Find a start whose answer was lost: the id, chosen before the call, tells.
 
-        Found: the booking. Not found, or no answer: an attempt may still be on
-        its way to Temporal, so the 503 (`StartUnknown`) names the booking, to
-        be followed (or retried with its Idempotency-Key) rather than booked anew.
+        Found, and started by this request: the booking. Found, but another's
+        (the id was taken before): `KeyReused` with a key, else `IdTaken` (this
+        start cannot land there). Not found, or no answer: an attempt may still
+        be on its way to Temporal, so the 503 (`StartUnknown`) names the
+        booking, to be followed (or retried with its Idempotency-Key) rather
+        than booked anew.
         """
         handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
         try:
             found = await bounded(handle.describe(rpc_timeout=LOOKUP_TIMEOUT), LOOKUP_TIMEOUT)
         except (RPCError, TimeoutError) as lookup:
             raise StartUnknown(user_id) from lookup
-        await same_request(found, request_digest)
-        return handle
+        if await started_by(found, marker, caller):
+            return handle
+        if keyed:
+            raise key_reused(found, caller)
+        raise IdTaken(user_id)
 
 
-async def same_request(found: WorkflowExecutionDescription, request_digest: str | None) -> None:
-    """Raise `KeyReused` unless the booking found was started by this request (if keyed)."""
-    if request_digest is None:
-        return
-    if (await found.memo()).get("request") != request_digest:
-        raise KeyReused("this Idempotency-Key was used with a different request", found.id)
+async def started_by(found: WorkflowExecutionDescription, marker: str, caller: Caller) -> bool:
+    """Whether the booking found was started by the request `marker` names, for `caller`."""
+    return owner(found) == caller.owner and (await found.memo()).get("request") == marker
 
 
-def listing_query(task_queue: str, status: Outcome | None, customer: str | None) -> str:
+def key_reused(found: WorkflowExecutionDescription, caller: Caller) -> KeyReused:
+    """Return the error for a key that names a booking made with another request.
+
+    Its id is told to the caller only if the booking is the caller's own (its
+    id is made for the caller, so another's there is a 1 in 2^64 clash).
+    """
+    mine = owner(found) == caller.owner
+    return KeyReused(
+        "this Idempotency-Key was used with a different request", found.id if mine else None
+    )
+
+
+def owner(found: WorkflowExecutionDescription) -> str | None:
+    """Return the client that made a booking (its `BookingClient`); None if made while open."""
+    return found.typed_search_attributes.get(BOOKING_CLIENT)
+
+
+def listing_query(
+    task_queue: str, status: Outcome | None, customer: str | None, client: str | None = None
+) -> str:
     """Return the visibility query of a listing: this API's bookings, narrowed by each filter.
 
     Every value is a quoted literal (`quoted`), so no input can widen it.
@@ -431,6 +487,8 @@ def listing_query(task_queue: str, status: Outcome | None, customer: str | None)
             clauses.append(f"ExecutionStatus = {quoted('Running')}")
     if customer is not None:
         clauses.append(f"{BOOKING_CUSTOMER.name} = {quoted(customer)}")
+    if client is not None:
+        clauses.append(f"{BOOKING_CLIENT.name} = {quoted(client)}")
     return " AND ".join(clauses)
 
 
@@ -459,12 +517,15 @@ def listed(info: WorkflowExecutionInfo) -> ListedBooking:
     )
 
 
-def keyed_booking_id(key: str) -> str:
-    """Return the booking id an Idempotency-Key names.
+def keyed_booking_id(key: str, client: str | None = None) -> str:
+    """Return the booking id an Idempotency-Key names for a client (None: the API is open).
 
-    Made from the key alone, so a repeat finds its booking whatever body it sends.
+    Made from the client and the key alone, so a repeat finds its booking
+    whatever body it sends, and two clients sending the same key find two.
     """
-    return f"trip-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    # Neither a key nor a client name holds a newline: the two cannot run together.
+    scoped = key if client is None else f"{client}\n{key}"
+    return f"trip-{hashlib.sha256(scoped.encode()).hexdigest()[:16]}"
 
 
 def fingerprint(booking: BookingRequest) -> str:

@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from http import HTTPStatus
+from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Flask
@@ -242,6 +242,23 @@ class Problem(BaseModel):
     )
 
 
+class Role(StrEnum):
+    """What an API key may do (README, "Access")."""
+
+    CLIENT = "client"
+    """Books, and sees, follows, cancels and lists the bookings it made."""
+    OPERATOR = "operator"
+    """Sees, follows, lists and cancels every booking; books none."""
+
+
+ANY_ROLE = frozenset(Role)
+
+CLIENTS = frozenset({Role.CLIENT})
+"""Who may book: bookings are made by clients, and an operator looks after them."""
+
+SECURITY_SCHEME = "apiKey"
+"""The OpenAPI document's name for the bearer scheme, when the API takes keys."""
+
 MODELS: list[type[BaseModel]] = [
     BookingRequest,
     BookingQuery,
@@ -270,11 +287,14 @@ IDEMPOTENCY_KEY = {
 HEADERS = {
     "Location": {"description": "the booking's status URL", "schema": {"type": "string"}},
     "Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}},
+    "WWW-Authenticate": {"description": "the scheme to use: Bearer", "schema": {"type": "string"}},
 }
 
 PROBLEMS = {
     400: "a field or query parameter is missing or invalid, or the body is not a JSON object",
-    404: "no such booking",
+    401: "no API key, a malformed Authorization header, or an unknown key",
+    403: "the key's role may not do this",
+    404: "no such booking (for a client's key: none that this client made)",
     409: "the booking has already ended",
     413: "the body is over 16 KiB",
     415: "the body is not sent as application/json",
@@ -326,9 +346,18 @@ class Operation:
     body: type[BaseModel] | None = None
     headers: tuple[dict[str, Any], ...] = ()
     query: type[BaseModel] | None = None
+    roles: frozenset[Role] = ANY_ROLE
+    """The roles whose keys may call it, when the API takes keys."""
+    public: bool = False
+    """Needs no key at all."""
 
-    def to_openapi(self, path_parameters: list[str], schemas: Mapping[str, Any]) -> dict[str, Any]:
-        """Return the OpenAPI operation object; `schemas` are the document's components."""
+    def to_openapi(
+        self, path_parameters: list[str], schemas: Mapping[str, Any], secured: bool = False
+    ) -> dict[str, Any]:
+        """Return the OpenAPI operation object; `schemas` are the document's components.
+
+        `secured`: the API takes keys, so a call without one is refused.
+        """
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in path_parameters
@@ -345,9 +374,14 @@ class Operation:
                 "content": {JSON: {"schema": _ref(self.body)}},
             }
         responses = {str(status): answer.to_openapi() for status, answer in self.answers.items()}
-        for status in self.problems:
-            retry = ("Retry-After",) if status == HTTPStatus.SERVICE_UNAVAILABLE else ()
-            responses[str(status)] = Answer(PROBLEMS[status], Problem, retry).to_openapi(PROBLEM)
+        problems = self.problems
+        if secured and self.public:
+            document["security"] = []
+        elif secured:
+            problems = (401, *((403,) if self.roles != ANY_ROLE else ()), *problems)
+        for status in problems:
+            names = {503: ("Retry-After",), 401: ("WWW-Authenticate",)}.get(status, ())
+            responses[str(status)] = Answer(PROBLEMS[status], Problem, names).to_openapi(PROBLEM)
         document["responses"] = responses
         return document
 
@@ -368,39 +402,59 @@ def operation(
     body: type[BaseModel] | None = None,
     headers: tuple[dict[str, Any], ...] = (),
     query: type[BaseModel] | None = None,
+    roles: frozenset[Role] = ANY_ROLE,
+    public: bool = False,
 ) -> Callable[[View], View]:
-    """Declare a view's operation for the OpenAPI document; its summary is the docstring.
+    """Declare a view's operation: who may call it, and how the OpenAPI document shows it.
 
-    Put it under the route decorator. The path, its parameters and the
-    method come from the route itself.
+    Its summary is the docstring. Put it under the route decorator: the
+    path, its parameters and the method come from the route itself.
+    `api/access.py` lets a request through by the same declaration.
     """
 
     def declare(view: View) -> View:
         summary = (view.__doc__ or operation_id).strip().splitlines()[0].rstrip(".")
         _OPERATIONS[view] = Operation(
-            operation_id, summary, answers, problems, body, headers, query
+            operation_id, summary, answers, problems, body, headers, query, roles, public
         )
         return view
 
     return declare
 
 
-def openapi_document(app: Flask) -> dict[str, Any]:
-    """Return the OpenAPI 3.1 document of every declared route of `app`."""
+def declared(view: Callable[..., Any]) -> Operation | None:
+    """Return the operation declared for a view, if any."""
+    return _OPERATIONS.get(view)
+
+
+def openapi_document(app: Flask, secured: bool = False) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of every declared route of `app`.
+
+    `secured`: the API takes keys, so the document declares the bearer scheme.
+    """
     _, schemas = models_json_schema(
         [(model, "validation") for model in MODELS], ref_template="#/components/schemas/{model}"
     )
     paths: dict[str, dict[str, Any]] = {}
     for rule in app.url_map.iter_rules():
-        declared = _OPERATIONS.get(app.view_functions[rule.endpoint])
-        if declared is None:
+        found = declared(app.view_functions[rule.endpoint])
+        if found is None:
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)  # <int:n> is {n}
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            paths.setdefault(path, {})[method.lower()] = declared.to_openapi(
-                sorted(rule.arguments), schemas["$defs"]
+            paths.setdefault(path, {})[method.lower()] = found.to_openapi(
+                sorted(rule.arguments), schemas["$defs"], secured
             )
-    return {
+    components: dict[str, Any] = {"schemas": schemas["$defs"]}
+    if secured:
+        components["securitySchemes"] = {
+            SECURITY_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": 'an API key, made with `make api-key` (README, "Access")',
+            }
+        }
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "Trip booking saga",
@@ -408,8 +462,11 @@ def openapi_document(app: Flask) -> dict[str, Any]:
             "description": "Books a car, a hotel and a flight as one saga on Temporal.",
         },
         "paths": paths,
-        "components": {"schemas": schemas["$defs"]},
+        "components": components,
     }
+    if secured:
+        document["security"] = [{SECURITY_SCHEME: []}]
+    return document
 
 
 def query_parameters(model_schema: Mapping[str, Any]) -> list[dict[str, Any]]:

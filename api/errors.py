@@ -1,6 +1,6 @@
 """The one place where failures become answers: RFC 9457 problem details.
 
-Domain errors (`api.bookings`, `api.inputs`), HTTP errors and the SDK's own
+Domain errors (`api.bookings`, `api.inputs`, `api.access`), HTTP errors and the SDK's own
 errors each map to one status here; no traceback reaches a client.
 """
 
@@ -12,6 +12,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 from werkzeug.exceptions import BadRequest, HTTPException
 
+from api.access import AccessError, Unauthenticated
 from api.bookings import (
     TRANSIENT,
     UNREACHABLE,
@@ -84,6 +85,16 @@ def booking_error(err: BookingError) -> Response:
         log.log(level, "%s: %s (%s)", what, cause or err, err.detail)
     status = next((STATUS[kind] for kind in type(err).__mro__ if kind in STATUS), None)
     return problem(status or HTTPStatus.INTERNAL_SERVER_ERROR, err.detail, user_id=err.user_id)
+
+
+@blueprint.app_errorhandler(AccessError)
+def refused(err: AccessError) -> Response:
+    """Answer a request without a known key (401, with the scheme to use) or its role's right."""
+    # The path as a repr: a decoded %0A in it must not forge a log line.
+    log.info("Refused %s %r: %s", request.method, request.path, err.detail)
+    if isinstance(err, Unauthenticated):
+        return problem(HTTPStatus.UNAUTHORIZED, err.detail, {"WWW-Authenticate": err.challenge})
+    return problem(HTTPStatus.FORBIDDEN, err.detail)
 
 
 @blueprint.app_errorhandler(InvalidRequest)

@@ -4,10 +4,12 @@ from typing import cast
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from api.access import current_caller, keys_in_force
 from api.bookings import Bookings
 from api.contract import (
     ACCEPTED,
     BOOKING_PROBLEMS,
+    CLIENTS,
     IDEMPOTENCY_KEY,
     Answer,
     BookingAccepted,
@@ -38,11 +40,12 @@ def current_bookings() -> Bookings:
     problems=BOOKING_PROBLEMS,
     body=BookingRequest,
     headers=(IDEMPOTENCY_KEY,),
+    roles=CLIENTS,
 )
 async def start_booking() -> tuple[Response, int, dict[str, str]]:
     """Start a booking and answer at once."""
     booking, key = read_booking(), idempotency_key()
-    handle = await current_bookings().start(booking, key)
+    handle = await current_bookings().start(booking, key, current_caller())
     return accepted(handle.id)
 
 
@@ -57,7 +60,7 @@ async def list_bookings() -> Response:
     """List bookings by status or customer, a page at a time, newest first."""
     query = read_listing()
     page = await current_bookings().list_bookings(
-        query.status, query.customer, query.page_size, page_token(query)
+        query.status, query.customer, query.page_size, page_token(query), current_caller()
     )
     return send(listing_view(page))
 
@@ -66,7 +69,7 @@ async def list_bookings() -> Response:
 @operation("getBooking", {200: Answer("the booking", BookingStatus)}, problems=(404, 502, 503))
 async def get_booking(user_id: str) -> Response:
     """Show a booking's legs while it runs, and its result once done."""
-    found = await current_bookings().status(user_id)
+    found = await current_bookings().status(user_id, current_caller())
     if isinstance(found, BookingState):
         return send(status_view(found))
     return send(ended_view(user_id, found))
@@ -80,27 +83,27 @@ async def get_booking(user_id: str) -> Response:
 )
 async def cancel_booking(user_id: str) -> tuple[Response, int, dict[str, str]]:
     """Cancel a running booking: its registered undos run."""
-    return accepted(await current_bookings().cancel(user_id))
+    return accepted(await current_bookings().cancel(user_id, current_caller()))
 
 
 @blueprint.get("/healthz")
-@operation("health", {200: Answer("alive", Health)})
+@operation("health", {200: Answer("alive", Health)}, public=True)
 def healthz() -> Response:
     """Answer while the API process is alive."""
     return send(Health(status="ok"))
 
 
 @blueprint.get("/readyz")
-@operation("ready", {200: Answer("ready", Health)}, problems=(502, 503))
+@operation("ready", {200: Answer("ready", Health)}, problems=(502, 503), public=True)
 async def readyz() -> Response:
     """Answer when Temporal is reachable and a worker polls the task queue."""
     return send(Health(status="ready", workers=await current_bookings().workers()))
 
 
 @blueprint.get("/openapi.json")
-@operation("openapi", {200: Answer("OpenAPI 3.1")})
+@operation("openapi", {200: Answer("OpenAPI 3.1")}, public=True)
 def openapi() -> Response:
     """Serve the OpenAPI document."""
     if "openapi" not in current_app.extensions:
-        current_app.extensions["openapi"] = openapi_document(current_app)
+        current_app.extensions["openapi"] = openapi_document(current_app, keys_in_force())
     return jsonify(current_app.extensions["openapi"])

@@ -3,12 +3,18 @@
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from api.access import ApiKeys, is_loopback, read_keys
 from config import ConfigError, number_from_env, port_from_env
 from shared import DEFAULT_DEADLINE_SECONDS, MAX_DEADLINE_SECONDS, TASK_QUEUE_NAME
 
 SPARE_THREADS = 2
 """Request threads per process that never wait on Temporal."""
+
+
+ACCESS_VARIABLES = ("HOST", "API_KEYS_FILE", "ALLOW_ANONYMOUS")
+"""What decides who may call the API (README, "Access")."""
 
 
 @dataclass(frozen=True)
@@ -26,16 +32,19 @@ class ApiSettings:
     """Request threads per process: each waiting `POST /book` holds one (README, "Serving")."""
     booking_deadline_seconds: int = DEFAULT_DEADLINE_SECONDS
     """A booking not fully booked this long after its start is undone, unless it says otherwise."""
+    api_keys: ApiKeys | None = None
+    """The keys callers must present (API_KEYS_FILE); None: the API is open."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "ApiSettings":
         """Read the settings from the environment (README, "Configuration").
 
         HOST, PORT, TEMPORAL_TASK_QUEUE, BOOK_WAIT_SECONDS, WEB_CONCURRENCY,
-        API_THREADS and BOOKING_DEADLINE_SECONDS.
+        API_THREADS, BOOKING_DEADLINE_SECONDS, API_KEYS_FILE and ALLOW_ANONYMOUS.
         """
+        host = env.get("HOST", cls.host)
         return cls(
-            host=env.get("HOST", cls.host),
+            host=host,
             port=port_from_env(env, "PORT", cls.port),
             task_queue=task_queue_from_env(env, cls.task_queue),
             book_wait_seconds=number_from_env(
@@ -53,6 +62,7 @@ class ApiSettings:
                 low=1,
                 high=MAX_DEADLINE_SECONDS,
             ),
+            api_keys=api_keys_from_env(env, host),
         )
 
     @property
@@ -76,3 +86,29 @@ def task_queue_from_env(env: Mapping[str, str], default: str) -> str:
     if not task_queue or '"' in task_queue or "\\" in task_queue:
         raise ConfigError(f'TEMPORAL_TASK_QUEUE must be a name without " or \\, not {task_queue!r}')
     return task_queue
+
+
+def api_keys_from_env(env: Mapping[str, str], host: str) -> ApiKeys | None:
+    """Read the keys API_KEYS_FILE names; None (open) only where that is safe, or meant.
+
+    Open is the tutorial's way on a loopback HOST. On any other, other
+    machines could book, read and cancel every booking: refused unless
+    ALLOW_ANONYMOUS=1.
+    """
+    path = env.get("API_KEYS_FILE")
+    allow_anonymous = env.get("ALLOW_ANONYMOUS", "0")
+    if allow_anonymous not in ("0", "1"):
+        raise ConfigError(f"ALLOW_ANONYMOUS must be 1 or 0, not {allow_anonymous!r}")
+    if path == "":
+        # A template whose value came out empty: meant to have keys, so never open.
+        raise ConfigError("API_KEYS_FILE is set but empty: name the API keys file, or unset it")
+    if path is not None:
+        return read_keys(Path(path))
+    if not is_loopback(host) and allow_anonymous != "1":
+        raise ConfigError(
+            f"HOST={host!r} is not a loopback address, and API_KEYS_FILE is not set: anyone "
+            "who reaches it could book, read and cancel every booking. Set API_KEYS_FILE to "
+            'a file of API keys (README, "Access"), or ALLOW_ANONYMOUS=1 if an open API is '
+            "meant"
+        )
+    return None

@@ -1,5 +1,6 @@
 """One real Temporal dev server per test session (or an existing one), and the API on it."""
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -11,11 +12,18 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import BookingActivities
 from api.loop import ClientLoop
-from api.settings import ApiSettings
+from api.settings import ACCESS_VARIABLES, ApiSettings
 from starter import create_app
 from tests.support.calls import CallRecorder
 from tests.support.workers import EXTRA_NAMESPACE, quick_activities, worker_thread
 from tools.processes import SEARCH_ATTRIBUTE_FLAGS, SERVER_TUNING, free_port, temporal_binary
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every API the tests start is open on loopback unless a test says otherwise,
+    # whatever the developer's shell exports (an API_KEYS_FILE would mean 401s).
+    for variable in ACCESS_VARIABLES:
+        os.environ.pop(variable, None)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

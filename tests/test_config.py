@@ -1,7 +1,12 @@
 """Settings read from the environment: defaults, values, and clear refusals."""
 
+import re
+from pathlib import Path
+
 import pytest
 
+from api.access import Caller, key_line, new_key
+from api.contract import Role
 from api.settings import ApiSettings
 from config import ConfigError, temporal_connect_config
 from providers import ProviderFaults, Simulation
@@ -19,6 +24,7 @@ def test_defaults_match_the_tutorial() -> None:
 def test_values_are_read_from_the_environment() -> None:
     env = {
         "HOST": "0.0.0.0",
+        "ALLOW_ANONYMOUS": "1",
         "PORT": "8080",
         "SIM_LATENCY_SECONDS": "0.25",
         "SIM_HOTEL_OUTAGE": "0",
@@ -52,10 +58,20 @@ def test_values_are_read_from_the_environment() -> None:
         ("SIM_HOTEL_LOST_REPLY_RATE", "1.5"),
         ("SIM_CAR_STOCK", "-1"),
         ("SIM_SEED", "x"),
+        pytest.param("ALLOW_ANONYMOUS", "yes", id="ALLOW_ANONYMOUS-yes"),
+        pytest.param("API_KEYS_FILE", "/nonexistent/api-keys.txt", id="API_KEYS_FILE-missing"),
+        pytest.param("HOST", "0.0.0.0", id="HOST-every-interface-without-keys"),
     ],
 )
 def test_unusable_value_is_refused_naming_the_variable(variable: str, value: str) -> None:
-    api = variable in ("PORT", "BOOKING_DEADLINE_SECONDS", "TEMPORAL_TASK_QUEUE")
+    api = variable in (
+        "PORT",
+        "BOOKING_DEADLINE_SECONDS",
+        "TEMPORAL_TASK_QUEUE",
+        "HOST",
+        "API_KEYS_FILE",
+        "ALLOW_ANONYMOUS",
+    )
     read = ApiSettings.from_env if api else WorkerSettings.from_env
     with pytest.raises(ConfigError, match=variable):
         read({variable: value})
@@ -79,3 +95,62 @@ def test_faults_are_read_per_provider() -> None:
     assert settings.simulation.of(Leg.FLIGHT) == ProviderFaults(latency_seconds=0.5, stock=3)
     assert settings.simulation.seed == 7
     assert (settings.task_queue, str(settings.providers_dir)) == ("saga-blue", "/var/lib/providers")
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        pytest.param({"HOST": "0.0.0.0"}, "API_KEYS_FILE", id="names_the_key_file"),
+        pytest.param({"HOST": "0.0.0.0"}, "ALLOW_ANONYMOUS=1", id="names_the_way_to_allow_it"),
+        pytest.param(
+            {"HOST": "0.0.0.0", "ALLOW_ANONYMOUS": "0"},
+            "HOST='0.0.0.0' is not a loopback",
+            id="zero",
+        ),
+        pytest.param(
+            {"HOST": "127.0.0.1 "}, "HOST='127.0.0.1 ' is not a loopback", id="a_space_after"
+        ),
+        pytest.param(
+            {"HOST": "127.0.0.1", "API_KEYS_FILE": ""},
+            "API_KEYS_FILE is set but empty",
+            id="empty_key_file_even_on_loopback",
+        ),
+        pytest.param(
+            {"API_KEYS_FILE": "/nonexistent/api-keys.txt"},
+            "/nonexistent/api-keys.txt",
+            id="names_the_missing_path",
+        ),
+    ],
+)
+def test_an_api_open_to_other_machines_or_a_missing_key_file_is_refused_saying_why(
+    env: dict[str, str], said: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        ApiSettings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({"HOST": "0.0.0.0", "ALLOW_ANONYMOUS": "1"}, id="every_interface_allowed"),
+        pytest.param({}, id="default_host"),
+        pytest.param({"HOST": "127.0.0.1"}, id="ipv4_loopback"),
+        pytest.param({"HOST": "::1"}, id="ipv6_loopback"),
+        pytest.param({"HOST": "localhost", "ALLOW_ANONYMOUS": "0"}, id="localhost"),
+    ],
+)
+def test_without_a_key_file_the_api_is_open_where_that_is_safe_or_meant(
+    env: dict[str, str],
+) -> None:
+    assert ApiSettings.from_env(env).api_keys is None
+
+
+def test_a_key_file_makes_the_api_take_its_keys_on_any_host(tmp_path: Path) -> None:
+    key = new_key()
+    keys_file = tmp_path / "api-keys.txt"
+    keys_file.write_text(key_line("alice", Role.CLIENT, key) + "\n", encoding="utf-8")
+
+    settings = ApiSettings.from_env({"HOST": "0.0.0.0", "API_KEYS_FILE": str(keys_file)})
+
+    assert settings.api_keys is not None
+    assert settings.api_keys.caller(key) == Caller("alice", Role.CLIENT)

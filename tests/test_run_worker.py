@@ -162,13 +162,13 @@ async def test_worker_stops_at_start_on_a_namespace_without_the_search_attribute
     assert "Worker polling" not in refused.stderr + refused.stdout
     assert (
         f"namespace '{namespace}' lacks the search attributes BookingStatus, BookingCustomer, "
-        "which every booking sets" in refused.stderr
+        "BookingClient, which every booking sets" in refused.stderr
     )
     lines = [line.strip() for line in refused.stderr.splitlines()]
     [command] = [shlex.split(line) for line in lines if line.startswith("temporal ")]
     assert (
         f'tcld namespace search-attributes add -n {namespace} --sa "BookingStatus=Keyword" '
-        '--sa "BookingCustomer=Keyword"' in lines
+        '--sa "BookingCustomer=Keyword" --sa "BookingClient=Keyword"' in lines
     )
 
     # The command it prints is the fix: run it, and the worker starts.
@@ -200,28 +200,34 @@ KEYWORD, TEXT = (
 
 # The namespace's custom search attributes → what the worker says as it stops (None: it starts).
 NAMESPACE_TABLE = [
-    pytest.param({}, "lacks the search attributes BookingStatus, BookingCustomer", id="neither"),
     pytest.param(
-        {"BookingStatus": KEYWORD, "Other": TEXT},
-        "lacks the search attributes BookingCustomer,",
-        id="one_of_two",
+        {}, "lacks the search attributes BookingStatus, BookingCustomer, BookingClient", id="none"
     ),
     pytest.param(
-        {"BookingStatus": TEXT, "BookingCustomer": KEYWORD},
+        {"BookingStatus": KEYWORD, "BookingCustomer": KEYWORD, "Other": TEXT},
+        "lacks the search attributes BookingClient,",
+        id="two_of_three",
+    ),
+    pytest.param(
+        {"BookingStatus": TEXT, "BookingCustomer": KEYWORD, "BookingClient": KEYWORD},
         "has the search attribute BookingStatus as Text, but the saga needs Keyword",
         id="one_of_another_type",
     ),
     pytest.param(
-        {"BookingStatus": 99, "BookingCustomer": KEYWORD},
+        {"BookingStatus": 99, "BookingCustomer": KEYWORD, "BookingClient": KEYWORD},
         "has the search attribute BookingStatus as type 99, but the saga needs Keyword",
         id="one_of_a_type_this_sdk_does_not_know",
     ),
-    pytest.param({"BookingStatus": KEYWORD, "BookingCustomer": KEYWORD}, None, id="both"),
+    pytest.param(
+        {"BookingStatus": KEYWORD, "BookingCustomer": KEYWORD, "BookingClient": KEYWORD},
+        None,
+        id="all_three",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("types", "says"), NAMESPACE_TABLE)
-def test_the_worker_serves_a_namespace_only_with_both_search_attributes_as_keywords(
+def test_the_worker_serves_a_namespace_only_with_every_search_attribute_as_a_keyword(
     types: dict[str, int], says: str | None
 ) -> None:
     problem = namespace_problem("bookings", types)

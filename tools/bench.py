@@ -46,7 +46,7 @@ from typing import Any
 
 from temporalio.client import Client
 
-from api.settings import SPARE_THREADS, ApiSettings
+from api.settings import ACCESS_VARIABLES, SPARE_THREADS, ApiSettings
 from shared import BookVacationInput
 from tools.processes import (
     ROOT,
@@ -139,6 +139,14 @@ def peak_rss_mib(pid: int) -> float:
     return total / 1024
 
 
+def open_api_env() -> dict[str, str]:
+    """Return this environment as the benchmarked API gets it: open, on loopback.
+
+    Whatever the shell exports for access (an API_KEYS_FILE would mean 401s).
+    """
+    return {name: value for name, value in os.environ.items() if name not in ACCESS_VARIABLES}
+
+
 class Stack:
     """A dev server with its worker, and optionally the API, for the benchmark."""
 
@@ -170,7 +178,7 @@ class Stack:
                 [sys.executable, "starter.py"],
                 cwd=ROOT,
                 env={
-                    **os.environ,
+                    **open_api_env(),
                     "TEMPORAL_ADDRESS": self.server.address,
                     "PORT": str(self.api_port),
                 },
@@ -357,7 +365,7 @@ async def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         for stack in stacks.values():
             stack.stop()
         pool.shutdown()
-    return report(list(results.values()), memory_mib, ApiSettings.from_env(os.environ), args)
+    return report(list(results.values()), memory_mib, ApiSettings.from_env(open_api_env()), args)
 
 
 STACKS: dict[str, dict[str, Any]] = {

@@ -1,16 +1,25 @@
-"""`api/bookings.py`: Idempotency-Keys name one booking, against a real Temporal server."""
+"""`api/bookings.py`: Idempotency-Keys name one booking, and a start whose answer was lost
+is never answered with another's booking, against a real Temporal server."""
 
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
+from flask import Flask
 from flask.testing import FlaskClient
 from temporalio.client import Client
 
 from activities import BookingActivities
-from api.bookings import fingerprint, keyed_booking_id
+from api.bookings import Bookings, fingerprint, key_reused, keyed_booking_id, owner, started_by
+from api.breaker import Breaker
 from api.contract import BookingRequest
 from api.loop import ClientLoop
+from api.settings import ApiSettings
+from starter import generate_unique_username
+from tests.support.calls import LosesFirstStart
+from tests.support.keys import API_KEYS, as_, caller
 from tests.support.trips import JOHN, final_status
 from tests.support.workers import held_by
 
@@ -76,3 +85,48 @@ def test_a_request_keeps_its_fingerprint_across_versions_that_add_fields() -> No
     )
     with_deadline = BookingRequest.model_validate({**JOHN, "deadline_seconds": 60})
     assert fingerprint(with_deadline) != fingerprint(BookingRequest.model_validate(JOHN))
+
+
+def test_a_lost_start_on_an_id_already_taken_is_never_answered_with_that_booking(
+    make_app: Callable[..., Flask],
+    api_settings: ApiSettings,
+    activities: BookingActivities,
+    address: str,
+    client_loop: ClientLoop,
+) -> None:
+    keyed = make_app(replace(api_settings, api_keys=API_KEYS)).test_client()
+    alices = keyed.post("/bookings", json=JOHN, headers=as_("alice")).get_json()["user_id"]
+    losing = LosesFirstStart()
+    client = client_loop.run(Client.connect(address, interceptors=[losing]))
+    drawn = iter([alices, generate_unique_username("John Doe")])  # a clash, then a free id
+    bookings = Bookings(
+        client, api_settings.task_queue, lambda name: next(drawn), Breaker.for_client(client)
+    )
+    handle = client_loop.run(
+        bookings.start(BookingRequest.model_validate(JOHN), None, caller("bob"))
+    )
+
+    assert losing.lost, "the first start's answer was lost"
+    assert handle.id != alices, "bob was handed alice's booking"
+    assert owner(client_loop.run(handle.describe())) == "bob"
+
+
+def test_a_keyed_booking_is_this_requests_only_for_its_own_client(
+    make_app: Callable[..., Flask],
+    api_settings: ApiSettings,
+    activities: BookingActivities,
+    client_loop: ClientLoop,
+    api_client: Client,
+) -> None:
+    keyed = make_app(replace(api_settings, api_keys=API_KEYS)).test_client()
+    headers = {**as_("alice"), "Idempotency-Key": str(uuid.uuid4())}
+    user_id = keyed.post("/bookings", json=JOHN, headers=headers).get_json()["user_id"]
+    found = client_loop.run(api_client.get_workflow_handle(user_id).describe())
+    alice, bob = caller("alice"), caller("bob")
+    digest = fingerprint(BookingRequest.model_validate(JOHN))
+
+    assert client_loop.run(started_by(found, digest, alice))
+    assert not client_loop.run(started_by(found, digest, bob))
+    assert not client_loop.run(started_by(found, "another request", alice))
+    assert key_reused(found, alice).user_id == user_id
+    assert key_reused(found, bob).user_id is None, "its id is told to its owner alone"

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import schemathesis
 from flask import Flask
 from flask.testing import FlaskClient
@@ -12,6 +13,7 @@ from schemathesis.checks import positive_data_acceptance
 
 from activities import BookingActivities
 from api.settings import ApiSettings
+from tests.support.keys import API_KEYS, as_
 
 
 def test_openapi_document_is_3_1_and_lists_every_operation(http: FlaskClient) -> None:
@@ -51,6 +53,44 @@ def test_openapi_document_is_3_1_and_lists_every_operation(http: FlaskClient) ->
     assert request_schema["additionalProperties"] is False
 
 
+PUBLIC = {("/healthz", "get"), ("/readyz", "get"), ("/openapi.json", "get")}
+CLIENTS_ONLY = {("/book", "post"), ("/bookings", "post")}
+
+
+def test_with_keys_the_document_declares_the_bearer_scheme_and_each_refusal(
+    make_app: Callable[..., Flask], api_settings: ApiSettings
+) -> None:
+    app = make_app(replace(api_settings, api_keys=API_KEYS))
+
+    document = app.test_client().get("/openapi.json").get_json()
+
+    assert document["components"]["securitySchemes"]["apiKey"]["type"] == "http"
+    assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert document["security"] == [{"apiKey": []}]
+    for path, methods in document["paths"].items():
+        for method, declared in methods.items():
+            responses = declared["responses"]
+            if (path, method) in PUBLIC:
+                assert declared["security"] == [], path
+                assert "401" not in responses
+                continue
+            assert "security" not in declared  # the document's own
+            assert "WWW-Authenticate" in responses["401"]["headers"], path
+            assert ("403" in responses) is ((path, method) in CLIENTS_ONLY), path
+
+
+def test_without_keys_the_document_declares_no_scheme(http: FlaskClient) -> None:
+    document = http.get("/openapi.json").get_json()
+
+    assert "securitySchemes" not in document["components"]
+    assert "security" not in document
+    assert not any(
+        {"401", "403"} & set(declared["responses"])
+        for methods in document["paths"].values()
+        for declared in methods.values()
+    )
+
+
 FUZZ = settings(
     max_examples=300,
     deadline=None,
@@ -58,11 +98,20 @@ FUZZ = settings(
 )
 
 
+@pytest.mark.parametrize("caller", [None, "alice"], ids=["open", "with_a_client_key"])
 def test_every_operation_holds_to_its_schema_under_fuzzing(
-    make_app: Callable[..., Flask], api_settings: ApiSettings, activities: BookingActivities
+    make_app: Callable[..., Flask],
+    api_settings: ApiSettings,
+    activities: BookingActivities,
+    caller: str | None,
 ) -> None:
-    """schemathesis: no 5xx, and every answer conforms to the OpenAPI document."""
-    app = make_app(replace(api_settings, book_wait_seconds=5))
+    """schemathesis: no 5xx, and every answer conforms to the OpenAPI document.
+
+    With keys, it also checks that every operation the document secures
+    refuses a request without a key, or with a wrong one (`ignored_auth`).
+    """
+    keys = API_KEYS if caller else None
+    app = make_app(replace(api_settings, book_wait_seconds=5, api_keys=keys))
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
 
     @FUZZ
@@ -70,6 +119,6 @@ def test_every_operation_holds_to_its_schema_under_fuzzing(
     def fuzz(case: Any) -> None:
         # Every check but one: the server is knowingly stricter than the schema
         # on Unicode format characters, which no portable JSON Schema regex names.
-        case.call_and_validate(excluded_checks=[positive_data_acceptance])
+        case.call_and_validate(headers=as_(caller), excluded_checks=[positive_data_acceptance])
 
     fuzz()

@@ -253,6 +253,9 @@ def test_the_query_holds_each_filter_as_a_quoted_value() -> None:
         'WorkflowType = "BookingWorkflow" AND TaskQueue = "q" AND '
         'BookingStatus = "booking" AND ExecutionStatus = "Running"'
     )
+    assert listing_query("q", None, None, "alice") == (
+        'WorkflowType = "BookingWorkflow" AND TaskQueue = "q" AND BookingClient = "alice"'
+    )
 
 
 @pytest.mark.parametrize("value", ['a"b', "a\\b"])

@@ -27,6 +27,7 @@ from tests.support.processes import (
     group,
     port_free,
     spawn,
+    terminate,
     wait_for_condition,
 )
 from tests.support.trips import JOHN, JOHN_BOOKED
@@ -107,12 +108,7 @@ def serving(
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), api, "the API")
         yield api, output, port
     finally:
-        if api.poll() is None:
-            api.send_signal(signal.SIGTERM)
-        try:
-            status = api.wait(60)
-        finally:
-            api.kill()  # only if it outlived the wait
+        status = terminate(api)
     assert status == 0, "".join(output.lines)
 
 

@@ -15,6 +15,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowHistoryEventAsyncIterator,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
 
 class CallRecorder(Interceptor):
@@ -22,6 +23,7 @@ class CallRecorder(Interceptor):
 
     def __init__(self) -> None:
         self.calls = 0
+        self.cancels = 0
         self.threads: set[str] = set()
 
     def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
@@ -51,6 +53,7 @@ class _Recording(OutboundInterceptor):
 
     async def cancel_workflow(self, input: CancelWorkflowInput) -> None:
         self.recorder.record()
+        self.recorder.cancels += 1
         return await super().cancel_workflow(input)
 
     def fetch_workflow_history_events(
@@ -58,3 +61,29 @@ class _Recording(OutboundInterceptor):
     ) -> WorkflowHistoryEventAsyncIterator:
         self.recorder.record()
         return super().fetch_workflow_history_events(input)
+
+
+class LosesFirstStart(Interceptor):
+    """A client interceptor losing the first start on its way: the answer never comes back.
+
+    The start never reaches Temporal, as when a connection drops mid-call;
+    every later call goes through.
+    """
+
+    def __init__(self) -> None:
+        self.lost = False
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _LosingFirstStart(next, self)
+
+
+class _LosingFirstStart(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, losing: LosesFirstStart) -> None:
+        super().__init__(next)
+        self.losing = losing
+
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        if not self.losing.lost:
+            self.losing.lost = True
+            raise RPCError("connection lost", RPCStatusCode.UNAVAILABLE, b"")
+        return await super().start_workflow(input)

@@ -29,6 +29,16 @@ async def cancel_seen(handle: WorkflowHandle[Any, Any]) -> bool:
     return False
 
 
+async def cancel_requested(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Return whether anyone has asked the workflow to cancel."""
+    return any(
+        [
+            event.HasField("workflow_execution_cancel_requested_event_attributes")
+            async for event in handle.fetch_history_events()
+        ]
+    )
+
+
 PAYLOADS = DataConverter.default.payload_converter
 
 

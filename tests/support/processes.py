@@ -2,6 +2,7 @@
 the processes it leaves, and its port."""
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -41,6 +42,19 @@ def spawn(command: list[str], env: dict[str, str]) -> tuple["subprocess.Popen[st
         start_new_session=True,  # its own process group, as a terminal gives it
     )
     return process, Output(process)
+
+
+def terminate(process: "subprocess.Popen[str]", timeout: float = 60) -> int:
+    """Stop a child with SIGTERM unless it has exited; return its exit status.
+
+    SIGKILL only if it outlives `timeout` (then TimeoutExpired is raised).
+    """
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    finally:
+        process.kill()  # only if it outlived the wait: a no-op once it has exited
 
 
 def _stat_fields(pid: str) -> list[str]:

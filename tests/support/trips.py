@@ -83,11 +83,13 @@ class GatedFlight(BookingActivities):
         return await super().book_flight(book_input)
 
 
-def final_status(http: FlaskClient, url: str) -> dict[str, Any]:
-    """Poll a booking's status URL until the booking has ended."""
+def final_status(
+    http: FlaskClient, url: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Poll a booking's status URL (with `headers`: a key) until the booking has ended."""
     deadline = time.monotonic() + 30
     while True:
-        body: dict[str, Any] = http.get(url).get_json()
+        body: dict[str, Any] = http.get(url, headers=headers).get_json()
         if body["status"] in ("confirmed", "cancelled"):
             return body
         assert time.monotonic() < deadline, body

@@ -28,13 +28,41 @@ from tools.processes import (
 README = (ROOT / "README.md").read_text()
 EXAMPLE = re.compile(r"```bash\n(curl [^`]*?)```\s*\n(?:[^`]*?\n)?```json\n(.*?)```", re.DOTALL)
 BOOKING_ID = re.compile(r"^([a-z-]+-\d{6}|trip-[0-9a-f]{16})$")
+ACCESS_START = README.index("\n## Access\n")
+ACCESS = README[ACCESS_START : README.index("\n## ", ACCESS_START + 1)]
+"""The README's section on API keys: its examples run against `make run` with keys."""
+MAKE_KEY = re.compile(r"^(make -s api-key NAME=(\w+) ROLE=\w+)", re.MULTILINE)
 
 
 def readme_examples() -> list[tuple[str, str]]:
-    """Return each curl command of the README with the JSON text shown after it."""
-    examples = EXAMPLE.findall(README)
+    """Return each curl command of the README, but Access's, with the JSON text shown after it."""
+    examples = EXAMPLE.findall(README.replace(ACCESS, ""))
     assert len(examples) == 5, "the tutorial's two, /bookings and its status, the list"
     return examples
+
+
+def access_examples() -> list[tuple[str, str]]:
+    """Return each curl command of the Access section with the JSON shown after it."""
+    examples = EXAMPLE.findall(ACCESS)
+    assert len(examples) == 5, "book, list, another's, an operator's cancel, no key"
+    return examples
+
+
+def make_keys(keys_file: Path) -> dict[str, str]:
+    """Run the Access section's `make api-key` commands; return each key by its variable."""
+    keys = {}
+    for command, name in MAKE_KEY.findall(ACCESS):
+        made = subprocess.run(
+            ["bash", "-c", command],
+            cwd=ROOT,
+            env={**os.environ, "API_KEYS_FILE": str(keys_file)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        keys[f"{name.upper()}_KEY"] = made.stdout.strip()
+    assert set(keys) == {"ALICE_KEY", "BOB_KEY", "SUPPORT_KEY"}
+    return keys
 
 
 SHAPES = {
@@ -58,14 +86,28 @@ def same_shape(documented: Any, answer: Any) -> bool:
     return bool(documented == answer)
 
 
-def run_example(command: str, documented: str, port: int, ids: dict[str, str]) -> None:
-    """Run a README command until it answers the JSON shown (a status may take a moment)."""
+def run_example(
+    command: str,
+    documented: str,
+    port: int,
+    ids: dict[str, str],
+    keys: dict[str, str] | None = None,
+) -> None:
+    """Run a README command until it answers the JSON shown (a status may take a moment).
+
+    `keys`: the variables the command's `$NAME_KEY`s read.
+    """
     for shown, actual in ids.items():
         command = command.replace(shown, actual)
     command = command.replace("localhost:3000", f"localhost:{port}")
     deadline = time.monotonic() + 30
     while True:
-        run = subprocess.run(["bash", "-c", command], capture_output=True, check=True)
+        run = subprocess.run(
+            ["bash", "-c", command],
+            env={**os.environ, **(keys or {})},
+            capture_output=True,
+            check=True,
+        )
         answer = json.loads(run.stdout)
         shown_id = json.loads(documented).get("user_id")  # none on a list
         if shown_id is not None and shown_id not in ids:
@@ -153,9 +195,17 @@ def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: P
 
     assert not [port for port in (api, grpc, ui) if port_in_use(port)]
 
-    # The runs are kept in the SQLite file, and the Web UI shows them after a restart.
-    with make_run(env):
+    # The runs are kept in the SQLite file, and the Web UI shows them after a restart,
+    # this time with API keys, as the README's Access section serves: its examples hold,
+    # among the bookings made while the API was open.
+    keys_file = tmp_path / "api-keys.txt"
+    keys = make_keys(keys_file)
+    with make_run({**env, "API_KEYS_FILE": str(keys_file)}) as output:
         listing = get_json(f"http://127.0.0.1:{ui}/api/v1/namespaces/default/workflows")
+        access_ids: dict[str, str] = {}
+        for command, documented in access_examples():
+            run_example(command, documented, api, access_ids, keys)
+    assert not [key for key in keys.values() if key in "".join(output.lines)]
     shown = {run["execution"]["workflowId"]: run for run in listing["executions"]}  # type: ignore[attr-defined]
     assert set(user_ids) <= set(shown)
     assert {shown[user_id]["type"]["name"] for user_id in user_ids} == {"BookingWorkflow"}

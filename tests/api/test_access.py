@@ -1,0 +1,535 @@
+"""`api/access.py`: who may call what, against a real Temporal server and worker.
+
+A client reaches its own bookings alone (another's is a 404, as a missing one
+is), by id, by cancel, by listing and by Idempotency-Key; an operator reaches
+every booking and books none; a request without a known key starts nothing.
+Then the parts by themselves: the key file's lines, the Authorization header,
+key lookup, and which bind addresses serve this machine alone.
+"""
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, g
+from flask.testing import FlaskClient
+from temporalio.client import Client
+from werkzeug.test import TestResponse
+
+from activities import BookingActivities
+from api.access import (
+    ApiKeys,
+    Caller,
+    Unauthenticated,
+    is_loopback,
+    key_line,
+    new_key,
+    parse_keys,
+    presented_key,
+    read_keys,
+)
+from api.contract import Role
+from api.loop import ClientLoop
+from api.settings import ApiSettings
+from config import ConfigError
+from tests.support.calls import CallRecorder
+from tests.support.histories import cancel_requested
+from tests.support.keys import API_KEYS, KEYS, as_, one_character_changed
+from tests.support.processes import wait_for_condition
+from tests.support.trips import JANE, JOHN, GatedFlight, final_status
+from tests.support.workers import quick, worker_thread
+
+
+@pytest.fixture(scope="module")
+def gated(
+    address: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatedFlight, str]]:
+    """A worker whose airline never answers during the module: its bookings keep running."""
+    activities = quick(GatedFlight, tmp_path_factory.mktemp("gated"), hotel_outage=False)
+    task_queue = f"gated-{uuid.uuid4()}"
+    with worker_thread(address, activities, task_queue) as loop:
+        yield activities, task_queue
+        loop.call_soon_threadsafe(activities.gate.opened.set)
+
+
+@pytest.fixture
+def keyed(
+    make_app: Callable[..., Flask], api_settings: ApiSettings, activities: BookingActivities
+) -> FlaskClient:
+    """The API with keys, on a worker whose bookings end at once."""
+    return make_app(replace(api_settings, api_keys=API_KEYS)).test_client()
+
+
+@pytest.fixture
+def running(
+    make_app: Callable[..., Flask], api_settings: ApiSettings, gated: tuple[GatedFlight, str]
+) -> FlaskClient:
+    """The API with keys, on a worker whose bookings stay running."""
+    _, task_queue = gated
+    return make_app(replace(api_settings, api_keys=API_KEYS, task_queue=task_queue)).test_client()
+
+
+def book(http: FlaskClient, owner: str, body: dict[str, Any] = JOHN) -> str:
+    """Book as `owner`; return the booking's id."""
+    response = http.post("/bookings", json=body, headers=as_(owner))
+    assert response.status_code == 202, response.get_json()
+    return str(response.get_json()["user_id"])
+
+
+def is_not_found(response: TestResponse, user_id: str) -> bool:
+    """Whether the answer is exactly that of a booking that does not exist."""
+    return response.status_code == 404 and response.get_json() == {
+        "type": "about:blank",
+        "title": "Not Found",
+        "status": 404,
+        "detail": f"no booking {user_id!r}",
+        "instance": response.request.path,
+    }
+
+
+@pytest.mark.parametrize(
+    ("caller", "owner", "ended", "expected"),
+    [
+        pytest.param("alice", "alice", False, 200, id="client_own_running"),
+        pytest.param("alice", "alice", True, 200, id="client_own_ended"),
+        pytest.param("bob", "alice", False, 404, id="client_others_running"),
+        pytest.param("bob", "alice", True, 404, id="client_others_ended"),
+        pytest.param("ops", "alice", False, 200, id="operator_running"),
+        pytest.param("ops", "alice", True, 200, id="operator_ended"),
+    ],
+)
+def test_status_is_shown_to_its_owner_and_operators_alone(
+    keyed: FlaskClient, running: FlaskClient, caller: str, owner: str, ended: bool, expected: int
+) -> None:
+    http = keyed if ended else running
+    user_id = book(http, owner, JANE)
+    if ended:
+        final_status(http, f"/bookings/{user_id}", headers=as_(owner))
+
+    response = http.get(f"/bookings/{user_id}", headers=as_(caller))
+
+    if expected == 404:
+        assert is_not_found(response, user_id)
+    else:
+        assert response.status_code == 200
+        assert response.get_json()["user_id"] == user_id
+
+
+@pytest.mark.parametrize(
+    ("caller", "owner", "ended", "expected"),
+    [
+        pytest.param("alice", "alice", False, 202, id="client_own_running"),
+        pytest.param("alice", "alice", True, 409, id="client_own_ended"),
+        pytest.param("bob", "alice", False, 404, id="client_others_running"),
+        pytest.param("bob", "alice", True, 404, id="client_others_ended"),
+        pytest.param("ops", "alice", False, 202, id="operator_running"),
+        pytest.param("ops", "alice", True, 409, id="operator_ended"),
+    ],
+)
+def test_cancel_reaches_its_owners_and_operators_bookings_alone(
+    keyed: FlaskClient,
+    running: FlaskClient,
+    client_loop: ClientLoop,
+    api_client: Client,
+    recorder: CallRecorder,
+    caller: str,
+    owner: str,
+    ended: bool,
+    expected: int,
+) -> None:
+    http = keyed if ended else running
+    user_id = book(http, owner, JANE if ended else JOHN)
+    if ended:
+        final_status(http, f"/bookings/{user_id}", headers=as_(owner))
+
+    cancels = recorder.cancels
+
+    response = http.post(f"/bookings/{user_id}/cancel", headers=as_(caller))
+
+    if expected == 404:
+        assert is_not_found(response, user_id)
+    else:
+        assert response.status_code == expected
+    if expected == 202:
+        handle = api_client.get_workflow_handle(user_id)
+        wait_for_condition(
+            lambda: client_loop.run(cancel_requested(handle)), "the cancel in the history"
+        )
+    else:
+        assert recorder.cancels == cancels, "no cancel reached Temporal"
+
+
+def listed(http: FlaskClient, caller: str, **query: str) -> set[str]:
+    """Return the ids `caller` lists, every page of them."""
+    ids: set[str] = set()
+    token = None
+    while True:
+        params = {**query, **({"page_token": token} if token else {})}
+        response = http.get("/bookings", query_string=params, headers=as_(caller))
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        ids |= {booking["user_id"] for booking in body["bookings"]}
+        token = body.get("next_page_token")
+        if token is None:
+            return ids
+
+
+def test_a_listing_shows_a_client_its_own_bookings_and_an_operator_all(
+    keyed: FlaskClient,
+) -> None:
+    customer = f"Traveller {uuid.uuid4()}"  # the bookings of this test alone
+    trip = {**JOHN, "name": customer}
+    mine, theirs = book(keyed, "alice", trip), book(keyed, "bob", trip)
+    for user_id, owner in ((mine, "alice"), (theirs, "bob")):
+        final_status(keyed, f"/bookings/{user_id}", headers=as_(owner))
+
+    wait_for_condition(  # visibility lags a moment
+        lambda: listed(keyed, "ops", customer=customer) == {mine, theirs}, "both listed"
+    )
+
+    assert listed(keyed, "alice", customer=customer) == {mine}
+    assert listed(keyed, "bob", customer=customer) == {theirs}
+    assert listed(keyed, "alice", customer=customer, status="confirmed") == {mine}
+
+
+def test_the_same_idempotency_key_names_one_booking_per_client(keyed: FlaskClient) -> None:
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+
+    first = keyed.post("/bookings", json=JOHN, headers={**as_("alice"), **key})
+    second = keyed.post("/bookings", json=JANE, headers={**as_("bob"), **key})
+    again = keyed.post("/bookings", json=JOHN, headers={**as_("alice"), **key})
+
+    alices, bobs = first.get_json()["user_id"], second.get_json()["user_id"]
+    assert (first.status_code, second.status_code, again.status_code) == (202, 202, 202)
+    assert alices != bobs
+    assert again.get_json()["user_id"] == alices
+    assert is_not_found(keyed.get(f"/bookings/{bobs}", headers=as_("alice")), bobs)
+    assert is_not_found(keyed.get(f"/bookings/{alices}", headers=as_("bob")), alices)
+    assert final_status(keyed, f"/bookings/{alices}", headers=as_("alice"))["status"] == "confirmed"
+    assert final_status(keyed, f"/bookings/{bobs}", headers=as_("bob"))["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("caller", "method", "path", "expected"),
+    [
+        pytest.param("alice", "POST", "/book", 200, id="client_books_and_waits"),
+        pytest.param("alice", "POST", "/bookings", 202, id="client_books"),
+        pytest.param("ops", "POST", "/book", 403, id="operator_may_not_book_and_wait"),
+        pytest.param("ops", "POST", "/bookings", 403, id="operator_may_not_book"),
+        pytest.param("alice", "GET", "/metrics", 403, id="client_may_not_read_metrics"),
+        pytest.param("ops", "GET", "/metrics", 200, id="operator_reads_metrics"),
+        pytest.param(None, "GET", "/metrics", 401, id="metrics_need_a_key"),
+        pytest.param(None, "GET", "/bookings", 401, id="listing_needs_a_key"),
+        pytest.param(None, "GET", "/healthz", 200, id="health_needs_no_key"),
+        pytest.param(None, "GET", "/readyz", 200, id="readiness_needs_no_key"),
+        pytest.param(None, "GET", "/openapi.json", 200, id="contract_needs_no_key"),
+        pytest.param(None, "HEAD", "/bookings/x", 401, id="head_needs_a_key"),
+        pytest.param(None, "OPTIONS", "/bookings", 401, id="options_needs_a_key"),
+        pytest.param(None, "GET", "/no-such-route", 404, id="no_such_route"),
+        pytest.param(None, "DELETE", "/bookings", 405, id="no_such_method"),
+    ],
+)
+def test_each_route_answers_by_the_callers_role(
+    keyed: FlaskClient,
+    recorder: CallRecorder,
+    caller: str | None,
+    method: str,
+    path: str,
+    expected: int,
+) -> None:
+    body = JOHN if method == "POST" else None
+    calls = recorder.calls
+
+    response = keyed.open(path, method=method, json=body, headers=as_(caller))
+
+    assert response.status_code == expected, response.get_data(as_text=True)
+    if expected >= 400:
+        assert response.mimetype == "application/problem+json"
+        assert recorder.calls == calls, "no call reached Temporal"
+    if expected == 403:
+        assert "may not do this" in response.get_json()["detail"]
+
+
+BAD_AUTHORIZATION = [
+    pytest.param(None, "Bearer", id="no_header"),
+    # Not a Bearer credential at all: the challenge alone (RFC 6750, 3.1).
+    pytest.param("", "Bearer", id="empty"),
+    pytest.param(KEYS["alice"], "Bearer", id="no_scheme"),
+    pytest.param(f"Basic {KEYS['alice']}", "Bearer", id="wrong_scheme"),
+    pytest.param("Bearer", 'Bearer error="invalid_request"', id="scheme_alone"),
+    pytest.param("Bearer ", 'Bearer error="invalid_request"', id="scheme_and_space"),
+    pytest.param(f"Bearer {'k' * 300}", 'Bearer error="invalid_request"', id="over_long"),
+    pytest.param(f"Bearer {KEYS['alice']} x", 'Bearer error="invalid_request"', id="two_words"),
+    pytest.param(
+        f"Bearer {one_character_changed(KEYS['alice'])}",
+        'Bearer error="invalid_token"',
+        id="one_char_changed",
+    ),
+    pytest.param("Bearer unknown-key", 'Bearer error="invalid_token"', id="unknown_key"),
+]
+
+
+@pytest.mark.parametrize(("authorization", "challenge"), BAD_AUTHORIZATION)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/book"),
+        ("POST", "/bookings"),
+        ("GET", "/bookings/x"),
+        ("POST", "/bookings/x/cancel"),
+    ],
+)
+def test_a_request_without_a_known_key_is_401_and_starts_nothing(
+    keyed: FlaskClient,
+    recorder: CallRecorder,
+    authorization: str | None,
+    challenge: str,
+    method: str,
+    path: str,
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    calls = recorder.calls
+
+    response = keyed.open(path, method=method, json=JOHN, headers=headers)
+
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["WWW-Authenticate"] == challenge
+    assert recorder.calls == calls, "no call reached Temporal"
+    text = response.get_data(as_text=True)
+    assert not any(key in text for key in (*KEYS.values(), one_character_changed(KEYS["alice"])))
+
+
+def test_without_keys_the_api_is_open_as_the_tutorials(http: FlaskClient) -> None:
+    user_id = http.post("/bookings", json=JOHN).get_json()["user_id"]
+
+    assert final_status(http, f"/bookings/{user_id}")["status"] == "confirmed"
+    assert http.get("/metrics").status_code == 200
+
+
+ALICE_KEY = "alice-key-0123456789abcdefghijklmnopqrstuvw"
+OPS_KEY = "ops-key-ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789"
+BOB_KEY = "bob-key-zyxwvutsrqponmlkjihgfedcba9876543210"
+
+
+def sha256_hex(key: str) -> str:
+    """The hex of a key's SHA-256, as a key file holds it."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+ALICE_HASH, OPS_HASH, BOB_HASH = (sha256_hex(k) for k in (ALICE_KEY, OPS_KEY, BOB_KEY))
+
+GOOD_FILE = f"""\
+# API keys: <client name> <role> <sha256 hex>
+alice client {ALICE_HASH}
+
+   # an indented comment, then a blank line of spaces
+\t
+ops operator {OPS_HASH.upper()}  # uppercase hex, and a trailing comment
+bob.smith@example.com   client\t{BOB_HASH}
+"""
+
+
+@pytest.mark.parametrize(
+    ("key", "caller"),
+    [
+        pytest.param(ALICE_KEY, Caller("alice", Role.CLIENT), id="a_client_key"),
+        pytest.param(OPS_KEY, Caller("ops", Role.OPERATOR), id="an_uppercase_hex_operator_key"),
+        pytest.param(
+            BOB_KEY, Caller("bob.smith@example.com", Role.CLIENT), id="a_tab_separated_line"
+        ),
+        pytest.param("nobody's key", None, id="a_key_in_no_line"),
+    ],
+)
+def test_a_good_file_with_comments_and_blank_lines_finds_each_caller_by_key(
+    key: str, caller: Caller | None
+) -> None:
+    keys = parse_keys(GOOD_FILE, "keys.txt")
+
+    assert keys.caller(key) == caller
+    assert (keys.count(Role.CLIENT), keys.count(Role.OPERATOR)) == (2, 1)
+
+
+OTHER_HASH = "cd" * 32
+
+BAD_LINES = [
+    pytest.param(f"alice {ALICE_HASH}", 2, ALICE_HASH, id="two_fields"),
+    pytest.param(f"alice client {ALICE_HASH} extra", 2, ALICE_HASH, id="four_fields"),
+    pytest.param(f"alice admin {ALICE_HASH}", 2, ALICE_HASH, id="unknown_role_admin"),
+    pytest.param(f"o'brien client {ALICE_HASH}", 2, ALICE_HASH, id="name_with_a_quote"),
+    pytest.param(f'"alice" client {ALICE_HASH}', 2, ALICE_HASH, id="name_in_double_quotes"),
+    pytest.param(f"alice client {ALICE_HASH[:63]}", 2, ALICE_HASH[:63], id="hash_of_63_hex"),
+    pytest.param(f"alice client {ALICE_HASH[:-1]}g", 2, ALICE_HASH[:-1], id="non_hex_hash"),
+    pytest.param(f"alice client {ALICE_KEY}", 2, ALICE_KEY, id="the_key_in_place_of_its_hash"),
+    pytest.param(
+        f"bob client {OTHER_HASH}\ncarol client {OTHER_HASH}",
+        3,
+        OTHER_HASH,
+        id="the_same_hash_twice",
+    ),
+    pytest.param(
+        f"bob client {OTHER_HASH}\n# a comment between\nbob operator {ALICE_HASH}",
+        4,
+        ALICE_HASH,
+        id="the_same_name_with_two_roles",
+    ),
+    pytest.param(
+        f"alice {ALICE_HASH} client",
+        2,
+        ALICE_HASH,
+        id="hash_in_the_role_field",
+    ),
+]
+
+
+@pytest.mark.parametrize(("lines", "number", "secret"), BAD_LINES)
+def test_a_bad_line_refuses_to_start_naming_the_line_never_its_hash(
+    lines: str, number: int, secret: str
+) -> None:
+    text = f"# keys\n{lines}\nzed client {'ef' * 32}\n"
+
+    with pytest.raises(ConfigError) as refused:
+        parse_keys(text, "/etc/api-keys.txt")
+
+    message = str(refused.value)
+    assert f"API_KEYS_FILE /etc/api-keys.txt, line {number}:" in message
+    assert secret.lower() not in message.lower()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("# alice client <hash>\n\n   # more\n", id="comments_only"),
+        pytest.param("\n \n\t\n", id="blank_lines_only"),
+    ],
+)
+def test_a_file_without_a_key_refuses_to_start_saying_how_to_make_one(text: str) -> None:
+    with pytest.raises(ConfigError, match="holds no key") as refused:
+        parse_keys(text, "keys.txt")
+
+    assert "make api-key" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda directory: directory / "missing.txt", id="missing_file"),
+        pytest.param(lambda directory: directory, id="a_directory"),
+    ],
+)
+def test_an_unreadable_key_file_refuses_to_start_naming_its_path(
+    tmp_path: Path, make: Callable[[Path], Path]
+) -> None:
+    path = make(tmp_path)
+
+    with pytest.raises(ConfigError, match="cannot be read") as refused:
+        read_keys(path)
+
+    assert f"API_KEYS_FILE {path} " in str(refused.value)
+
+
+def test_read_keys_reads_the_file_make_api_key_writes(tmp_path: Path) -> None:
+    key = new_key()
+    path = tmp_path / "keys.txt"
+    path.write_text(key_line("alice", Role.CLIENT, key) + "\n", encoding="utf-8")
+
+    assert read_keys(path).caller(key) == Caller("alice", Role.CLIENT)
+
+
+KEY = "Abc123._~+/-xyz=="
+
+HEADERS = [
+    pytest.param(None, None, id="no_header"),
+    pytest.param("Basic x", None, id="basic_scheme"),
+    pytest.param("Bearer", None, id="bearer_without_a_key"),
+    pytest.param("Bearer ", None, id="bearer_and_a_space"),
+    pytest.param(f"Bearer {KEY}", KEY, id="bearer_and_a_key"),
+    pytest.param(f"bearer {KEY}", KEY, id="lowercase_scheme_rfc_7235"),
+    pytest.param(f"BEARER {KEY}", KEY, id="uppercase_scheme"),
+    pytest.param(f"Bearer  {KEY}", KEY, id="two_spaces"),
+    pytest.param(f"Bearer {'a' * 256}", "a" * 256, id="256_characters"),
+    pytest.param(f"Bearer {'a' * 300}", None, id="over_long_300_characters"),
+    pytest.param("Bearer abc def", None, id="a_space_inside_the_key"),
+    pytest.param("Bearer abcé", None, id="a_non_ascii_character"),
+    pytest.param(f"Bearer {KEY} ", None, id="a_trailing_space"),
+    pytest.param("Bearer =abc", None, id="padding_first"),
+    pytest.param(f"Token {KEY}", None, id="another_scheme"),
+    pytest.param(KEY, None, id="a_key_without_a_scheme"),
+]
+
+
+@pytest.mark.parametrize(("header", "key"), HEADERS)
+def test_presented_key_is_the_bearer_credential_or_unauthenticated(
+    header: str | None, key: str | None
+) -> None:
+    if key is not None:
+        assert presented_key(header) == key
+        return
+    with pytest.raises(Unauthenticated) as refused:
+        presented_key(header)
+    assert "Bearer <key>" in refused.value.detail
+    assert refused.value.challenge.startswith("Bearer")
+
+
+@pytest.fixture(scope="module")
+def file_keys() -> tuple[ApiKeys, str, str]:
+    """Keys of a client and an operator, as a key file made by `make api-key` holds them."""
+    client, operator = new_key(), new_key()
+    text = f"{key_line('alice', Role.CLIENT, client)}\n{key_line('ops', Role.OPERATOR, operator)}\n"
+    return parse_keys(text, "keys.txt"), client, operator
+
+
+@pytest.mark.parametrize("at", [pytest.param(0, id="first"), pytest.param(-1, id="last")])
+def test_a_key_with_one_character_changed_is_nobodys(
+    file_keys: tuple[ApiKeys, str, str], at: int
+) -> None:
+    keys, client, operator = file_keys
+    position = at % len(client)
+
+    assert keys.caller(one_character_changed(client, position)) is None
+    assert keys.caller(one_character_changed(operator, position)) is None
+
+
+def test_each_key_gives_its_own_caller(file_keys: tuple[ApiKeys, str, str]) -> None:
+    keys, client, operator = file_keys
+
+    assert keys.caller(client) == Caller("alice", Role.CLIENT)
+    assert keys.caller(operator) == Caller("ops", Role.OPERATOR)
+    assert keys.caller("") is None
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        pytest.param("127.0.0.1", True, id="ipv4_loopback"),
+        pytest.param("127.0.0.2", True, id="ipv4_loopback_network"),
+        pytest.param("::1", True, id="ipv6_loopback"),
+        pytest.param("[::1]", True, id="ipv6_loopback_in_brackets"),
+        pytest.param("localhost", True, id="localhost"),
+        pytest.param("0.0.0.0", False, id="every_ipv4_interface"),
+        pytest.param("::", False, id="every_ipv6_interface"),
+        pytest.param("10.0.0.1", False, id="private_address"),
+        pytest.param("example.com", False, id="a_name"),
+        pytest.param("", False, id="empty"),
+    ],
+)
+def test_is_loopback_only_for_addresses_that_serve_this_machine_alone(
+    host: str, loopback: bool
+) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_with_keys_a_public_route_has_no_caller_to_see_bookings_with(
+    make_app: Callable[..., Flask], api_settings: ApiSettings
+) -> None:
+    app = make_app(replace(api_settings, api_keys=API_KEYS))
+
+    with app.test_request_context("/healthz"):
+        app.preprocess_request()
+
+        assert "caller" not in g  # so current_caller() fails rather than see every booking
