@@ -59,7 +59,7 @@ class Server(BaseApplication):
     def load_config(self) -> None:
         """Apply the settings."""
         s = self.settings
-        self.cfg.set("bind", [f"{s.host}:{s.port}"])
+        self.cfg.set("bind", [bind_address(s.host, s.port)])
         self.cfg.set("worker_class", DrainingWorker)
         self.cfg.set("workers", s.processes)
         self.cfg.set("threads", s.threads)
@@ -90,6 +90,11 @@ class Server(BaseApplication):
     def run(self) -> None:
         """Serve until SIGINT or SIGTERM, then drain."""
         GracefulOnInterrupt(self).run()
+
+
+def bind_address(host: str, port: int) -> str:
+    """Return gunicorn's bind for HOST and PORT: an IPv6 address goes in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def _ignore_interrupt(worker: Any) -> None:

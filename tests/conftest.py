@@ -102,8 +102,10 @@ def client_loop() -> Iterator[ClientLoop]:
 
 @pytest.fixture(scope="module")
 def api_client(address: str, client_loop: ClientLoop, recorder: CallRecorder) -> Client:
-    """The API's Temporal client, connected on its loop, recording every call."""
-    return client_loop.run(Client.connect(address, interceptors=[recorder]))
+    """The API's Temporal client, connected on its loop, recording every call (listings too)."""
+    client = client_loop.run(Client.connect(address, interceptors=[recorder]))
+    recorder.watch_listings(client)
+    return client
 
 
 @pytest.fixture

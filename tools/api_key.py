@@ -2,7 +2,8 @@
 
 The key goes to standard output alone (`KEY=$(make -s api-key ...)` takes it);
 its line, `<client name> <role> <sha256 hex>`, is appended to the key file,
-which is made readable by its owner alone. The API reads the file when it
+which is never readable by others (made 0600; a file made before keeps its
+group's rights). The API reads the file when it
 starts (README, "Access").
 """
 
@@ -36,7 +37,6 @@ def add_key(path: Path, name: str, role: Role) -> str:
         with os.fdopen(descriptor, "a+", encoding="utf-8") as keys:
             # One `make api-key` at a time: two at once could give a name two roles.
             fcntl.flock(keys, fcntl.LOCK_EX)
-            os.fchmod(descriptor, 0o600)  # a file made before, by hand, may be readable by others
             keys.seek(0)
             before = keys.read()
             line = key_line(name, role, key)
@@ -45,9 +45,20 @@ def add_key(path: Path, name: str, role: Role) -> str:
             # Refuse to add to a file the API would refuse.
             parse_keys(before + line + "\n", str(path))
             keys.write(line + "\n")
+            private(descriptor)
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} cannot be read or written: {err}") from None
     return key
+
+
+def private(descriptor: int) -> None:
+    """Take away what others may do with the keys file (made 0600; one made by hand may not be).
+
+    Its group keeps its rights: an API run as another user of the group reads it.
+    """
+    mode = os.fstat(descriptor).st_mode & 0o777
+    if mode & 0o007:
+        os.fchmod(descriptor, mode & ~0o007)
 
 
 def main() -> None:

@@ -187,13 +187,15 @@ def test_a_listing_shows_a_client_its_own_bookings_and_an_operator_all(
     for user_id, owner in ((mine, "alice"), (theirs, "bob")):
         final_status(keyed, f"/bookings/{user_id}", headers=as_(owner))
 
-    wait_for_condition(  # visibility lags a moment
-        lambda: listed(keyed, "ops", customer=customer) == {mine, theirs}, "both listed"
+    confirmed = {"customer": customer, "status": "confirmed"}
+    wait_for_condition(  # visibility lags a moment: until both show as they ended
+        lambda: listed(keyed, "ops", **confirmed) == {mine, theirs}, "both listed, confirmed"
     )
 
     assert listed(keyed, "alice", customer=customer) == {mine}
     assert listed(keyed, "bob", customer=customer) == {theirs}
-    assert listed(keyed, "alice", customer=customer, status="confirmed") == {mine}
+    assert listed(keyed, "alice", **confirmed) == {mine}
+    assert listed(keyed, "bob", **confirmed) == {theirs}
 
 
 def test_the_same_idempotency_key_names_one_booking_per_client(keyed: FlaskClient) -> None:

@@ -7,12 +7,23 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities import BookingActivities
-from api.bookings import Bookings, fingerprint, key_reused, keyed_booking_id, owner, started_by
+from api.access import ANONYMOUS
+from api.bookings import (
+    Bookings,
+    KeyReused,
+    fingerprint,
+    key_reused,
+    keyed_booking_id,
+    owner,
+    started_by,
+)
 from api.breaker import Breaker
 from api.contract import BookingRequest
 from api.loop import ClientLoop
@@ -20,7 +31,7 @@ from api.settings import ApiSettings
 from starter import generate_unique_username
 from tests.support.calls import LosesFirstStart
 from tests.support.keys import API_KEYS, as_, caller
-from tests.support.trips import JOHN, final_status
+from tests.support.trips import JANE, JOHN, final_status
 from tests.support.workers import held_by
 
 ONE_EACH = {"car": 1, "hotel": 1, "flight": 1}
@@ -87,7 +98,62 @@ def test_a_request_keeps_its_fingerprint_across_versions_that_add_fields() -> No
     assert fingerprint(with_deadline) != fingerprint(BookingRequest.model_validate(JOHN))
 
 
-def test_a_lost_start_on_an_id_already_taken_is_never_answered_with_that_booking(
+@pytest.mark.parametrize(
+    ("landed", "taken_by", "by"),
+    [
+        pytest.param(True, None, None, id="landed_while_open"),
+        pytest.param(True, None, "alice", id="landed_with_a_key"),
+        pytest.param(False, "alice", "bob", id="on_another_clients_booking"),
+        pytest.param(False, "alice", "alice", id="on_the_same_clients_earlier_booking"),
+        pytest.param(False, "", None, id="on_a_booking_made_while_open"),
+    ],
+)
+def test_a_start_whose_answer_was_lost_is_found_if_it_landed_and_never_taken_for_another(
+    make_app: Callable[..., Flask],
+    api_settings: ApiSettings,
+    activities: BookingActivities,
+    address: str,
+    client_loop: ClientLoop,
+    landed: bool,
+    taken_by: str | None,
+    by: str | None,
+) -> None:
+    """`taken_by`: who booked the first id drawn before (None: nobody; "": no key, while open)."""
+    first, second = (generate_unique_username("John Doe") for _ in range(2))
+    if taken_by is not None:
+        app = make_app(replace(api_settings, api_keys=API_KEYS if taken_by else None))
+        response = app.test_client().post("/bookings", json=JOHN, headers=as_(taken_by or None))
+        first = response.get_json()["user_id"]
+    drawn = iter([first, second])
+    losing = LosesFirstStart(landed=landed)
+    client = client_loop.run(Client.connect(address, interceptors=[losing]))
+    bookings = Bookings(
+        client, api_settings.task_queue, lambda name: next(drawn), Breaker.for_client(client)
+    )
+    who = caller(by) if by else ANONYMOUS
+
+    handle = client_loop.run(bookings.start(BookingRequest.model_validate(JOHN), None, who))
+
+    assert losing.lost, "the first start's answer was lost"
+    if landed:
+        assert handle.id == first, "the start that landed is the booking: never a second one"
+        assert not client_loop.run(exists(client, second))
+    else:
+        assert handle.id == second, "a booking found at the id is not this request's"
+    assert owner(client_loop.run(handle.describe())) == who.owner
+
+
+async def exists(client: Client, user_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(user_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+def test_a_lost_keyed_start_onto_its_keys_booking_of_another_body_is_key_reused(
     make_app: Callable[..., Flask],
     api_settings: ApiSettings,
     activities: BookingActivities,
@@ -95,20 +161,20 @@ def test_a_lost_start_on_an_id_already_taken_is_never_answered_with_that_booking
     client_loop: ClientLoop,
 ) -> None:
     keyed = make_app(replace(api_settings, api_keys=API_KEYS)).test_client()
-    alices = keyed.post("/bookings", json=JOHN, headers=as_("alice")).get_json()["user_id"]
-    losing = LosesFirstStart()
+    key = str(uuid.uuid4())
+    headers = {**as_("alice"), "Idempotency-Key": key}
+    user_id = keyed.post("/bookings", json=JOHN, headers=headers).get_json()["user_id"]
+    losing = LosesFirstStart(landed=False)
     client = client_loop.run(Client.connect(address, interceptors=[losing]))
-    drawn = iter([alices, generate_unique_username("John Doe")])  # a clash, then a free id
     bookings = Bookings(
-        client, api_settings.task_queue, lambda name: next(drawn), Breaker.for_client(client)
-    )
-    handle = client_loop.run(
-        bookings.start(BookingRequest.model_validate(JOHN), None, caller("bob"))
+        client, api_settings.task_queue, generate_unique_username, Breaker.for_client(client)
     )
 
-    assert losing.lost, "the first start's answer was lost"
-    assert handle.id != alices, "bob was handed alice's booking"
-    assert owner(client_loop.run(handle.describe())) == "bob"
+    with pytest.raises(KeyReused) as reused:
+        client_loop.run(bookings.start(BookingRequest.model_validate(JANE), key, caller("alice")))
+
+    assert losing.lost
+    assert reused.value.user_id == user_id
 
 
 def test_a_keyed_booking_is_this_requests_only_for_its_own_client(

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
+from api.serving import bind_address
 from providers import ProviderStore
 from tests.support.processes import (
     Output,
@@ -229,3 +230,17 @@ def test_a_signal_drains_the_booking_in_flight_and_leaves_nothing(
     assert body == JOHN_BOOKED
     assert not group(api.pid), "a process of the API outlived its master"
     assert port_free(port)
+
+
+@pytest.mark.parametrize(
+    ("host", "bind"),
+    [
+        pytest.param("127.0.0.1", "127.0.0.1:3000", id="ipv4"),
+        pytest.param("localhost", "localhost:3000", id="name"),
+        pytest.param("::1", "[::1]:3000", id="ipv6_in_brackets"),
+        pytest.param("[::1]", "[::1]:3000", id="ipv6_already_in_brackets"),
+        pytest.param("::", "[::]:3000", id="every_ipv6_interface"),
+    ],
+)
+def test_host_and_port_make_a_bind_gunicorn_reads(host: str, bind: str) -> None:
+    assert bind_address(host, 3000) == bind

@@ -5,6 +5,7 @@ from typing import Any
 
 from temporalio.client import (
     CancelWorkflowInput,
+    Client,
     DescribeWorkflowInput,
     FetchWorkflowHistoryEventsInput,
     Interceptor,
@@ -32,6 +33,18 @@ class CallRecorder(Interceptor):
     def record(self) -> None:
         self.calls += 1
         self.threads.add(threading.current_thread().name)
+
+    def watch_listings(self, client: Client) -> None:
+        """Record `client`'s listings too: the API makes them on the raw service, past
+        the interceptors."""
+        service = client.workflow_service
+        listing = service.list_workflow_executions
+
+        async def recorded(*args: Any, **kwargs: Any) -> Any:
+            self.record()
+            return await listing(*args, **kwargs)
+
+        service.list_workflow_executions = recorded  # type: ignore[method-assign]
 
 
 class _Recording(OutboundInterceptor):
@@ -64,13 +77,14 @@ class _Recording(OutboundInterceptor):
 
 
 class LosesFirstStart(Interceptor):
-    """A client interceptor losing the first start on its way: the answer never comes back.
+    """A client interceptor losing the first start's answer, as a dropped connection does.
 
-    The start never reaches Temporal, as when a connection drops mid-call;
-    every later call goes through.
+    `landed`: the start reached Temporal before its answer was lost (else it
+    never left). Every later call goes through.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, landed: bool) -> None:
+        self.landed = landed
         self.lost = False
 
     def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
@@ -83,7 +97,9 @@ class _LosingFirstStart(OutboundInterceptor):
         self.losing = losing
 
     async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
-        if not self.losing.lost:
-            self.losing.lost = True
-            raise RPCError("connection lost", RPCStatusCode.UNAVAILABLE, b"")
-        return await super().start_workflow(input)
+        if self.losing.lost:
+            return await super().start_workflow(input)
+        self.losing.lost = True
+        if self.losing.landed:
+            await super().start_workflow(input)
+        raise RPCError("connection lost", RPCStatusCode.UNAVAILABLE, b"")

@@ -1,5 +1,5 @@
 """`make api-key NAME=... ROLE=...`, run as a user runs it: the key printed once, alone on
-standard output, and only its hash kept, in a file its owner alone may read."""
+standard output, and only its hash kept, in a file others may not read."""
 
 import hashlib
 import os
@@ -115,6 +115,7 @@ def test_a_refused_key_fails_saying_why_and_leaves_the_file_as_it_was(
     keys_file = tmp_path / "api-keys.txt"
     if before:
         keys_file.write_text(before, encoding="utf-8")
+    mode = keys_file.stat().st_mode if before else None
 
     done = make_api_key(keys_file, name, role)
 
@@ -123,15 +124,27 @@ def test_a_refused_key_fails_saying_why_and_leaves_the_file_as_it_was(
     assert said in done.stderr
     if before:
         assert keys_file.read_text(encoding="utf-8") == before
+        assert keys_file.stat().st_mode == mode, "its mode as it was"
     else:
         assert not keys_file.exists()
 
 
-def test_an_existing_file_readable_by_others_is_made_owner_only(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mode", "after"),
+    [
+        pytest.param(0o644, 0o640, id="readable_by_others"),
+        pytest.param(0o666, 0o660, id="writable_by_others"),
+        pytest.param(0o640, 0o640, id="its_groups_to_read"),
+        pytest.param(0o600, 0o600, id="its_owners_alone"),
+    ],
+)
+def test_adding_to_a_file_takes_away_what_others_may_do_and_keeps_its_groups_rights(
+    tmp_path: Path, mode: int, after: int
+) -> None:
     keys_file = tmp_path / "api-keys.txt"
     keys_file.write_text("# keys\n", encoding="utf-8")
-    keys_file.chmod(0o644)
+    keys_file.chmod(mode)
 
     printed_key(make_api_key(keys_file, "alice", "client"))
 
-    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(keys_file.stat().st_mode) == after
