@@ -304,6 +304,9 @@ PROBLEMS = {
 }
 """When each error status is answered, as the document says it."""
 
+PROBLEM_HEADERS = {401: ("WWW-Authenticate",), 503: ("Retry-After",)}
+"""The headers an error status comes with."""
+
 BOOKING_PROBLEMS = (400, 413, 415, 422, 502, 503)
 """What a request that starts a booking may be answered, short of success."""
 
@@ -380,8 +383,8 @@ class Operation:
         elif secured:
             problems = (401, *((403,) if self.roles != ANY_ROLE else ()), *problems)
         for status in problems:
-            names = {503: ("Retry-After",), 401: ("WWW-Authenticate",)}.get(status, ())
-            responses[str(status)] = Answer(PROBLEMS[status], Problem, names).to_openapi(PROBLEM)
+            sent = PROBLEM_HEADERS.get(status, ())
+            responses[str(status)] = Answer(PROBLEMS[status], Problem, sent).to_openapi(PROBLEM)
         document["responses"] = responses
         return document
 
