@@ -80,6 +80,18 @@ def book(http: FlaskClient, owner: str, body: dict[str, Any] = JOHN) -> str:
     return str(response.get_json()["user_id"])
 
 
+def booking_of(
+    owner: str, ended: bool, keyed: FlaskClient, running: FlaskClient
+) -> tuple[FlaskClient, str]:
+    """Book as `owner` a trip that has ended (Jane's, undone at once) or still runs (John's,
+    held at the airline); return the API it was booked through, and its id."""
+    if not ended:
+        return running, book(running, owner, JOHN)
+    user_id = book(keyed, owner, JANE)
+    final_status(keyed, f"/bookings/{user_id}", headers=as_(owner))
+    return keyed, user_id
+
+
 def is_not_found(response: TestResponse, user_id: str) -> bool:
     """Whether the answer is exactly that of a booking that does not exist."""
     return response.status_code == 404 and response.get_json() == {
@@ -105,10 +117,7 @@ def is_not_found(response: TestResponse, user_id: str) -> bool:
 def test_status_is_shown_to_its_owner_and_operators_alone(
     keyed: FlaskClient, running: FlaskClient, caller: str, owner: str, ended: bool, expected: int
 ) -> None:
-    http = keyed if ended else running
-    user_id = book(http, owner, JANE)
-    if ended:
-        final_status(http, f"/bookings/{user_id}", headers=as_(owner))
+    http, user_id = booking_of(owner, ended, keyed, running)
 
     response = http.get(f"/bookings/{user_id}", headers=as_(caller))
 
@@ -117,6 +126,7 @@ def test_status_is_shown_to_its_owner_and_operators_alone(
     else:
         assert response.status_code == 200
         assert response.get_json()["user_id"] == user_id
+        assert response.get_json()["status"] == ("cancelled" if ended else "booking")
 
 
 @pytest.mark.parametrize(
@@ -141,11 +151,7 @@ def test_cancel_reaches_its_owners_and_operators_bookings_alone(
     ended: bool,
     expected: int,
 ) -> None:
-    http = keyed if ended else running
-    user_id = book(http, owner, JANE if ended else JOHN)
-    if ended:
-        final_status(http, f"/bookings/{user_id}", headers=as_(owner))
-
+    http, user_id = booking_of(owner, ended, keyed, running)
     cancels = recorder.cancels
 
     response = http.post(f"/bookings/{user_id}/cancel", headers=as_(caller))
