@@ -27,7 +27,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS reservations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL UNIQUE,
-    booking_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
     item_id TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('held', 'released', 'voided')),
     updated_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
@@ -52,7 +52,7 @@ class Row:
     """One row of a provider's store, as the audit reads it."""
 
     key: str
-    booking_id: str
+    user_id: str
     item_id: str
     status: RowStatus
     reservation_id: str
@@ -146,6 +146,9 @@ class ProviderStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._transaction() as db:
             db.execute(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(reservations)")}
+            if "booking_id" in columns:  # a store made when the column had another name
+                db.execute("ALTER TABLE reservations RENAME COLUMN booking_id TO user_id")
 
     @classmethod
     def open_all(
@@ -154,7 +157,7 @@ class ProviderStore:
         """Open (creating if need be) the three providers' stores in `directory`."""
         return {leg: cls(leg, directory / f"{leg}.db", (stock or {}).get(leg)) for leg in Leg}
 
-    def reserve(self, key: str, booking_id: str, item_id: str) -> Reservation:
+    def reserve(self, key: str, user_id: str, item_id: str) -> Reservation:
         """Hold `item_id` under `key`; the same key again returns the same hold."""
         with self._transaction() as db:
             row = db.execute(
@@ -170,12 +173,12 @@ class ProviderStore:
             if self.stock is not None and self._held_of(db, item_id) >= self.stock:
                 raise BookingRejectedError(f"{self.leg} {item_id!r} is sold out")
             cursor = db.execute(
-                "INSERT INTO reservations (key, booking_id, item_id, status) VALUES (?, ?, ?, ?)",
-                (key, booking_id, item_id, RowStatus.HELD),
+                "INSERT INTO reservations (key, user_id, item_id, status) VALUES (?, ?, ?, ?)",
+                (key, user_id, item_id, RowStatus.HELD),
             )
             return Reservation(self.leg, item_id, f"{self.leg}-{cursor.lastrowid}")
 
-    def release(self, key: str, booking_id: str) -> bool:
+    def release(self, key: str, user_id: str) -> bool:
         """Undo the booking under `key`; return whether it had held anything.
 
         Safe to repeat: a second call gives the same answer as the first.
@@ -184,9 +187,9 @@ class ProviderStore:
             row = db.execute("SELECT status FROM reservations WHERE key = ?", (key,)).fetchone()
             if row is None:
                 db.execute(
-                    "INSERT INTO reservations (key, booking_id, item_id, status)"
+                    "INSERT INTO reservations (key, user_id, item_id, status)"
                     " VALUES (?, ?, '', ?)",
-                    (key, booking_id, RowStatus.VOIDED),
+                    (key, user_id, RowStatus.VOIDED),
                 )
                 return False
             if row[0] == RowStatus.HELD:
@@ -209,7 +212,7 @@ class ProviderStore:
         """Return every row, held or not."""
         with self._transaction() as db:
             found = db.execute(
-                "SELECT key, booking_id, item_id, status, id FROM reservations ORDER BY id"
+                "SELECT key, user_id, item_id, status, id FROM reservations ORDER BY id"
             ).fetchall()
         return [
             Row(key, booking, item, RowStatus(status), f"{self.leg}-{number}")

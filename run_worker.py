@@ -11,27 +11,22 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio import activity, workflow
-from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import BookingActivities
 from config import PROJECT_DIR, ConfigError, temporal_connect_config
+from namespace import NamespaceProblem, prepare
 from providers import ProviderStore, Simulation
-from shared import SEARCH_ATTRIBUTES, TASK_QUEUE_NAME, type_name
+from shared import TASK_QUEUE_NAME
 from workflows import BookingWorkflow
 
 log = logging.getLogger("run_worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 """On SIGINT/SIGTERM, how long activities in flight may finish before cancellation."""
-
-CHECK_TIMEOUT = timedelta(seconds=10)
-"""How long each try of the check of the namespace's search attributes may take."""
-
 
 WORKFLOW_RUNNER = SandboxedWorkflowRunner()
 """The product's workflow runner: Temporal's determinism sandbox, kept on.
@@ -98,67 +93,6 @@ def open_activities(settings: WorkerSettings) -> BookingActivities:
     return BookingActivities(simulation, stores)
 
 
-async def search_attribute_types(client: Client) -> dict[str, int]:
-    """Return the custom search attributes of the client's namespace, with their types.
-
-    The types are the API's `IndexedValueType` numbers, kept as they come: a
-    type this SDK does not know is just not the one the saga needs.
-    """
-    response = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=client.namespace),
-        retry=True,  # a blip at start-up is not a reason to stop
-        timeout=CHECK_TIMEOUT,
-    )
-    return dict(response.custom_attributes)
-
-
-def namespace_problem(namespace: str, types: Mapping[str, int]) -> str | None:
-    """Return why a namespace with these search attributes cannot serve the saga, if it cannot.
-
-    Every booking sets the saga's search attributes, so a worker serving a
-    namespace without them would fail every booking: it stops at start
-    instead (`check_namespace`), saying how to create them.
-    """
-    missing = [key for key in SEARCH_ATTRIBUTES if key.name not in types]
-    if missing:
-        names = [key.name for key in missing]
-        kinds = {key.name: type_name(key.indexed_value_type) for key in missing}
-        cluster = " ".join(f"--name {name} --type {kind}" for name, kind in kinds.items())
-        cloud = " ".join(f'--sa "{name}={kind}"' for name, kind in kinds.items())
-        return (
-            f"namespace {namespace!r} lacks the search attributes {', '.join(names)}, which "
-            f'every booking sets; create them (README, "Search attributes"), then start '
-            f"the worker again. On a cluster:\n"
-            f"  temporal operator search-attribute create --namespace {namespace} {cluster}\n"
-            f"On Temporal Cloud:\n"
-            f"  tcld namespace search-attributes add -n {namespace} {cloud}"
-        )
-    for key in SEARCH_ATTRIBUTES:
-        if types[key.name] != key.indexed_value_type:
-            return (
-                f"namespace {namespace!r} has the search attribute {key.name} as "
-                f"{type_name(types[key.name])}, but the saga needs "
-                f"{type_name(key.indexed_value_type)}: a search attribute's type cannot "
-                "change, so remove it if nothing else uses it and create it again, or use "
-                "another namespace"
-            )
-    return None
-
-
-async def check_namespace(client: Client) -> None:
-    """Stop the worker, saying why, if its namespace cannot hold the saga's search attributes."""
-    try:
-        types = await search_attribute_types(client)
-    except RPCError as err:
-        if err.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
-            raise SystemExit(f"cannot list the search attributes: {err.message}") from None
-        # Some deployments do not let a worker's credentials list them: go on.
-        log.warning("Could not check the namespace's search attributes: %s", err.message)
-        return
-    if problem := namespace_problem(client.namespace, types):
-        raise SystemExit(problem)
-
-
 def runtime(metrics_address: str) -> Runtime:
     """Return the SDK runtime: with a Prometheus endpoint if given an address.
 
@@ -188,7 +122,10 @@ async def main(workflow_runner: WorkflowRunner | None = None) -> None:
         client = await Client.connect(**config, runtime=runtime(settings.metrics_address))
     except RuntimeError as err:
         raise SystemExit(f"cannot reach Temporal at {config['target_host']}: {err}") from None
-    await check_namespace(client)
+    try:
+        await prepare(client)  # the search attributes every booking sets
+    except NamespaceProblem as err:
+        raise SystemExit(str(err)) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

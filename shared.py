@@ -2,6 +2,23 @@
 
 Data and constants only: the workflow sandbox imports this module, so it does
 no I/O and reads no environment.
+
+The project's words, one name per thing:
+
+- booking: one trip booked as one saga, one `BookingWorkflow` run.
+- `user_id`: a booking's id, which is its workflow id (the tutorial's name,
+  in the JSON and in log lines as `user_id=`); `BookVacationInput` carries it
+  in as `book_user_id`, as the tutorial names the input's fields.
+- leg: the car, the hotel or the flight (`Leg`); its step is the activity that
+  books it (`book_hotel`), its undo the compensation (`undo_book_hotel`).
+- `Outcome`: where a whole booking stands, kept in Temporal as the
+  `BookingStatus` search attribute (the API's answer about one booking is
+  its `BookingView`).
+- customer: the traveller, by the name as given (`BookingCustomer`); client:
+  the API's caller, by its key's name (`BookingClient`).
+- reservation: a provider's hold on an item, filed under a key made of the
+  `user_id` and the leg; an `Idempotency-Key` is the HTTP header by which a
+  client names a booking it may send twice.
 """
 
 import json

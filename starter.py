@@ -18,24 +18,18 @@ from flask import Flask, Response
 from temporalio.client import Client
 
 from api import errors, routes
-from api.access import current_caller, describe, guard
-from api.bookings import Bookings
+from api.access import access_summary, current_caller, guard
 from api.breaker import Breaker
-from api.contract import (
-    ACCEPTED,
-    BOOKING_PROBLEMS,
-    CLIENTS,
-    IDEMPOTENCY_KEY,
-    TRIP,
-    BookingRequest,
-    operation,
-)
+from api.contract import ACCEPTED, BOOKING_PROBLEMS, CLIENTS, IDEMPOTENCY_KEY, TRIP, operation
+from api.following import Following
 from api.inputs import MAX_BODY_BYTES, idempotency_key, read_booking
 from api.loop import ClientLoop, ClientLoopFlask
 from api.metrics import count_requests
+from api.models import BookingRequest
 from api.presenters import accepted, send, trip_result
 from api.serving import Server
 from api.settings import ApiSettings
+from api.starting import Starting
 from config import ConfigError, temporal_connect_config
 
 
@@ -67,14 +61,15 @@ def create_app(
     app.config["ASYNC_VIEW_TIMEOUT"] = settings.request_timeout
     app.json.sort_keys = True  # type: ignore[attr-defined]
     breaker = Breaker.for_client(temporal_client)
-    bookings = Bookings(
+    starting = Starting(
         temporal_client,
         settings.task_queue,
-        generate_unique_username,
         breaker,
+        generate_unique_username,
         settings.booking_deadline_seconds,
     )
-    app.extensions["bookings"] = bookings
+    app.extensions["starting"] = starting
+    app.extensions["following"] = Following(temporal_client, settings.task_queue, breaker)
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(errors.blueprint)
     count_requests(app)  # at /metrics, summed over every process of the server
@@ -92,8 +87,8 @@ def create_app(
     async def book_vacation() -> Response | tuple[Response, int, dict[str, str]]:
         """Book a trip and wait for the outcome (up to BOOK_WAIT_SECONDS)."""
         booking, key = read_booking(), idempotency_key()
-        handle = await bookings.start(booking, key, current_caller())
-        result = await bookings.result(handle, wait)
+        handle = await starting.start(booking, key, current_caller())
+        result = await starting.result(handle, wait)
         return send(trip_result(result)) if result is not None else accepted(handle.id)
 
     return app
@@ -116,7 +111,7 @@ def main() -> None:
     settings = ApiSettings.from_env()
     # Open is a warning even on loopback: a reverse proxy there would open it to its callers.
     level = logging.INFO if settings.api_keys is not None else logging.WARNING
-    logging.getLogger("starter").log(level, describe(settings.api_keys, settings.host))
+    logging.getLogger("starter").log(level, access_summary(settings.api_keys, settings.host))
     Server(settings, connected_app).run()
 
 

@@ -249,7 +249,7 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything
 
 
-def describe(keys: ApiKeys | None, host: str) -> str:
+def access_summary(keys: ApiKeys | None, host: str) -> str:
     """Return the start-up log's line on who may call the API (never a key)."""
     if keys is not None:
         return (

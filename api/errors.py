@@ -1,6 +1,6 @@
 """The one place where failures become answers: RFC 9457 problem details.
 
-Domain errors (`api.bookings`, `api.inputs`, `api.access`), HTTP errors and the SDK's own
+Domain errors (`api.temporal`, `api.inputs`, `api.access`), HTTP errors and the SDK's own
 errors each map to one status here; no traceback reaches a client.
 """
 
@@ -13,22 +13,22 @@ from temporalio.service import RPCError
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from api.access import AccessError, Unauthenticated
-from api.bookings import (
+from api.breaker import unreachable
+from api.contract import PROBLEM
+from api.inputs import InvalidRequest
+from api.loop import Busy
+from api.models import Problem
+from api.presenters import send
+from api.temporal import (
     TRANSIENT,
     UNREACHABLE,
     BookingEnded,
     BookingError,
     BookingNotFound,
     KeyReused,
-    NoWorker,
     PageTokenRefused,
-    TemporalUnavailable,
+    Unavailable,
 )
-from api.breaker import unreachable
-from api.contract import PROBLEM, Problem
-from api.inputs import InvalidRequest
-from api.loop import Busy
-from api.presenters import send
 
 log = logging.getLogger("api.errors")
 
@@ -38,9 +38,8 @@ STATUS: dict[type[BookingError], HTTPStatus] = {
     BookingNotFound: HTTPStatus.NOT_FOUND,
     BookingEnded: HTTPStatus.CONFLICT,
     KeyReused: HTTPStatus.UNPROCESSABLE_ENTITY,
-    NoWorker: HTTPStatus.SERVICE_UNAVAILABLE,
     PageTokenRefused: HTTPStatus.BAD_REQUEST,
-    TemporalUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+    Unavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
 RETRY_AFTER = {"Retry-After": "5"}
@@ -76,15 +75,13 @@ def problem(
 @blueprint.app_errorhandler(BookingError)
 def booking_error(err: BookingError) -> Response:
     """Answer a booking operation that cannot be done."""
-    if isinstance(err, TemporalUnavailable):
-        # Answered at once while the breaker is open (no cause): the breaker
-        # logs the outage once, not once a request.
-        cause = err.__cause__
-        level = logging.WARNING if cause is not None else logging.DEBUG
-        what = "Temporal unreachable" if cause is None or unreachable(cause) else "Temporal"
-        log.log(level, "%s: %s (%s)", what, cause or err, err.detail)
-    status = next((STATUS[kind] for kind in type(err).__mro__ if kind in STATUS), None)
-    return problem(status or HTTPStatus.INTERNAL_SERVER_ERROR, err.detail, user_id=err.user_id)
+    if isinstance(err, Unavailable) and (cause := err.__cause__) is not None:
+        # One answered at once while the breaker is open has no cause: the
+        # breaker logs the outage once, not once a request.
+        what = "Temporal unreachable" if unreachable(cause) else "Temporal"
+        log.warning("%s: %s (%s)", what, cause, err.detail)
+    status = STATUS.get(type(err), HTTPStatus.INTERNAL_SERVER_ERROR)
+    return problem(status, err.detail, user_id=err.user_id)
 
 
 @blueprint.app_errorhandler(AccessError)

@@ -8,7 +8,7 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import UnsupportedMediaType
 
-from api.contract import BookingQuery, BookingRequest
+from api.models import BookingQuery, BookingRequest
 
 MAX_BODY_BYTES = 16 * 1024
 """A booking request is a few hundred bytes; anything far larger is refused."""

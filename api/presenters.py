@@ -6,12 +6,12 @@ from flask import Response, jsonify, url_for
 from pydantic import BaseModel
 from temporalio.client import WorkflowExecutionStatus
 
-from api.bookings import BookingPage, ListedBooking
-from api.contract import (
+from api.following import BookingPage, ListedBooking
+from api.models import (
     BookingAccepted,
     BookingList,
-    BookingStatus,
     BookingSummary,
+    BookingView,
     LegView,
     StatusName,
     TripBooked,
@@ -59,7 +59,7 @@ def trip_result(state: BookingState) -> TripResult:
     )
 
 
-def status_view(state: BookingState) -> BookingStatus:
+def status_view(state: BookingState) -> BookingView:
     """Return a booking's state as `GET /bookings/<id>` shows it.
 
     The result is shown as soon as the outcome is final, which the progress
@@ -75,7 +75,7 @@ def status_view(state: BookingState) -> BookingStatus:
             reservation_id=leg.reservation_id,
             error=undo.error if undo else leg.error,
         )
-    return BookingStatus(
+    return BookingView(
         user_id=state.user_id,
         status=state.outcome.value,
         legs=legs,
@@ -83,9 +83,9 @@ def status_view(state: BookingState) -> BookingStatus:
     )
 
 
-def ended_view(user_id: str, status: WorkflowExecutionStatus | None) -> BookingStatus:
+def ended_view(user_id: str, status: WorkflowExecutionStatus | None) -> BookingView:
     """Return a booking that ended without a result (terminated, say) as the status shows it."""
-    return BookingStatus(user_id=user_id, status=ENDED_WITHOUT_RESULT.get(status, "failed"))
+    return BookingView(user_id=user_id, status=ENDED_WITHOUT_RESULT.get(status, "failed"))
 
 
 def listing_view(page: BookingPage) -> BookingList:

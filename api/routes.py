@@ -5,32 +5,40 @@ from typing import cast
 from flask import Blueprint, Response, current_app, jsonify
 
 from api.access import current_caller, keys_in_force
-from api.bookings import Bookings
 from api.contract import (
     ACCEPTED,
     BOOKING_PROBLEMS,
     CLIENTS,
     IDEMPOTENCY_KEY,
     Answer,
+    openapi_document,
+    operation,
+)
+from api.following import Following
+from api.inputs import idempotency_key, page_token, read_booking, read_listing
+from api.models import (
     BookingAccepted,
     BookingList,
     BookingQuery,
     BookingRequest,
-    BookingStatus,
+    BookingView,
     Health,
-    openapi_document,
-    operation,
 )
-from api.inputs import idempotency_key, page_token, read_booking, read_listing
 from api.presenters import accepted, ended_view, listing_view, send, status_view
+from api.starting import Starting
 from shared import BookingState
 
 blueprint = Blueprint("bookings", __name__)
 
 
-def current_bookings() -> Bookings:
-    """Return the app's Temporal operations (`create_app` puts them there)."""
-    return cast(Bookings, current_app.extensions["bookings"])
+def starting() -> Starting:
+    """Return the app's starts of bookings (`create_app` puts them there)."""
+    return cast(Starting, current_app.extensions["starting"])
+
+
+def following() -> Following:
+    """Return the app's following of bookings (`create_app` puts them there)."""
+    return cast(Following, current_app.extensions["following"])
 
 
 @blueprint.post("/bookings")
@@ -45,7 +53,7 @@ def current_bookings() -> Bookings:
 async def start_booking() -> tuple[Response, int, dict[str, str]]:
     """Start a booking and answer at once."""
     booking, key = read_booking(), idempotency_key()
-    handle = await current_bookings().start(booking, key, current_caller())
+    handle = await starting().start(booking, key, current_caller())
     return accepted(handle.id)
 
 
@@ -59,17 +67,17 @@ async def start_booking() -> tuple[Response, int, dict[str, str]]:
 async def list_bookings() -> Response:
     """List bookings by status or customer, a page at a time, newest first."""
     query = read_listing()
-    page = await current_bookings().list_bookings(
+    page = await following().list_bookings(
         query.status, query.customer, query.page_size, page_token(query), current_caller()
     )
     return send(listing_view(page))
 
 
 @blueprint.get("/bookings/<user_id>")
-@operation("getBooking", {200: Answer("the booking", BookingStatus)}, problems=(404, 502, 503))
+@operation("getBooking", {200: Answer("the booking", BookingView)}, problems=(404, 502, 503))
 async def get_booking(user_id: str) -> Response:
     """Show a booking's legs while it runs, and its result once done."""
-    found = await current_bookings().status(user_id, current_caller())
+    found = await following().status(user_id, current_caller())
     if isinstance(found, BookingState):
         return send(status_view(found))
     return send(ended_view(user_id, found))
@@ -83,7 +91,7 @@ async def get_booking(user_id: str) -> Response:
 )
 async def cancel_booking(user_id: str) -> tuple[Response, int, dict[str, str]]:
     """Cancel a running booking: its registered undos run."""
-    return accepted(await current_bookings().cancel(user_id, current_caller()))
+    return accepted(await following().cancel(user_id, current_caller()))
 
 
 @blueprint.get("/healthz")
@@ -97,7 +105,7 @@ def healthz() -> Response:
 @operation("ready", {200: Answer("ready", Health)}, problems=(502, 503), public=True)
 async def readyz() -> Response:
     """Answer when Temporal is reachable and a worker polls the task queue."""
-    return send(Health(status="ready", workers=await current_bookings().workers()))
+    return send(Health(status="ready", workers=await following().workers()))
 
 
 @blueprint.get("/openapi.json")

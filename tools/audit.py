@@ -95,32 +95,30 @@ def check_stores(
         for key, count in Counter(row.key for row in rows).items():
             if count > 1:
                 report.violations.append(f"{key}: {count} rows under one key in the {leg} store")
-        for booking_id, count in Counter(row.booking_id for row in held).items():
+        for user_id, count in Counter(row.user_id for row in held).items():
             if count > 1:
-                report.violations.append(f"{booking_id}: holds {count} {leg} reservations")
-        holders = {row.booking_id for row in held}
-        for booking_id in holders - bookings.keys():
-            report.violations.append(
-                f"{booking_id}: holds a {leg} but Temporal has no such booking"
-            )
-        for booking_id, state in bookings.items():
-            check_leg(booking_id, state, leg, booking_id in holders, report)
+                report.violations.append(f"{user_id}: holds {count} {leg} reservations")
+        holders = {row.user_id for row in held}
+        for user_id in holders - bookings.keys():
+            report.violations.append(f"{user_id}: holds a {leg} but Temporal has no such booking")
+        for user_id, state in bookings.items():
+            check_leg(user_id, state, leg, user_id in holders, report)
 
 
-def check_leg(booking_id: str, state: Booking, leg: Leg, holds: bool, report: AuditReport) -> None:
+def check_leg(user_id: str, state: Booking, leg: Leg, holds: bool, report: AuditReport) -> None:
     """Check that one booking holds one leg exactly when its outcome says it should."""
     if isinstance(state, str):  # no result: fine while running, a partial trip after
         if state != "running" and holds:
-            report.violations.append(f"{booking_id}: {state} but still holds a {leg}")
+            report.violations.append(f"{user_id}: {state} but still holds a {leg}")
         return
     if state.outcome is Outcome.CONFIRMED and not holds:
-        report.violations.append(f"{booking_id}: confirmed but holds no {leg}")
+        report.violations.append(f"{user_id}: confirmed but holds no {leg}")
     if state.outcome is Outcome.CANCELLED and holds:
         undo = next((c for c in state.compensations if c.leg == leg), None)
         if undo is not None and undo.outcome is UndoOutcome.NEEDS_ATTENTION:
-            report.needs_attention.append(f"{booking_id}: {leg} still held ({undo.error})")
+            report.needs_attention.append(f"{user_id}: {leg} still held ({undo.error})")
         else:
-            report.violations.append(f"{booking_id}: cancelled but still holds a {leg}")
+            report.violations.append(f"{user_id}: cancelled but still holds a {leg}")
 
 
 async def run_audit(

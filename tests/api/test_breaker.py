@@ -29,8 +29,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.bookings import START_TIMEOUT
 from api.breaker import PROBE_TIMEOUT, Breaker
+from api.starting import START_TIMEOUT
 from tests.support.processes import spawn
 from tests.support.trips import JOHN
 from tools.processes import DevServer, WorkerProcess, answers, free_port, wait_until
@@ -39,7 +39,7 @@ SLACK = 2.0
 """Seconds allowed beyond each bound for a busy machine."""
 
 FAST = 2.0
-"""Once the API knows Temporal is unreachable, each request's bound (issue 10)."""
+"""Once the API knows Temporal is unreachable, each request's bound."""
 
 BACK_WITHIN = 5.0
 """How soon after Temporal is back bookings must go through again."""

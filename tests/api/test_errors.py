@@ -6,24 +6,23 @@ import pytest
 from flask import Flask
 
 from api import errors
-from api.bookings import (
+from api.inputs import InvalidRequest
+from api.loop import ClientLoop, ClientLoopFlask
+from api.temporal import (
     BookingEnded,
     BookingError,
     BookingNotFound,
     KeyReused,
-    NoWorker,
     PageTokenRefused,
-    TemporalUnavailable,
+    Unavailable,
 )
-from api.inputs import InvalidRequest
-from api.loop import ClientLoop, ClientLoopFlask
 
 ERRORS = [
     pytest.param(BookingNotFound("no booking 'x'"), 404, {}, id="not_found"),
     pytest.param(BookingEnded("ended", "jane-1"), 409, {"user_id": "jane-1"}, id="ended"),
     pytest.param(KeyReused("reused", "trip-1"), 422, {"user_id": "trip-1"}, id="key_reused"),
-    pytest.param(NoWorker("no worker"), 503, {}, id="no_worker"),
-    pytest.param(TemporalUnavailable("down"), 503, {}, id="temporal_down"),
+    pytest.param(Unavailable("no worker"), 503, {}, id="not_now"),
+    pytest.param(Unavailable("lost start", "jane-1"), 503, {"user_id": "jane-1"}, id="lost_start"),
     pytest.param(PageTokenRefused("unreadable"), 400, {}, id="page_token_refused"),
     pytest.param(
         InvalidRequest("bad", {"name": "bad"}), 400, {"fields": {"name": "bad"}}, id="bad"

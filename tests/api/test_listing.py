@@ -23,7 +23,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.converter import encode_search_attributes
 
 from activities import BookingActivities
-from api.bookings import ListedBooking, listed, listing_query, quoted
+from api.following import ListedBooking, listed, listing_query, quoted
 from api.settings import ApiSettings
 from shared import BOOKING_CUSTOMER, BOOKING_STATUS, Outcome
 from tests.support.trips import JANE, JOHN, GatedFlight, final_status

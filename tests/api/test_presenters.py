@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from api.bookings import BookingPage, ListedBooking
+from api.following import BookingPage, ListedBooking
 from api.presenters import listing_view, status_view, summary_view
 from shared import BookingState, Leg, LegState, Outcome
 

@@ -176,7 +176,7 @@ def test_status_with_no_worker_to_answer_is_503_and_leaves_the_breaker_closed(
     assert started.status_code == 202
     assert response.status_code == 503
     assert response.get_json()["detail"] == "no worker answered; try again shortly"
-    assert not app.extensions["bookings"].breaker.is_open, "a missing worker is not an outage"
+    assert not app.extensions["following"].breaker.is_open, "a missing worker is not an outage"
 
 
 def test_readyz_is_503_when_temporal_is_down() -> None:

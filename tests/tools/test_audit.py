@@ -64,7 +64,7 @@ def unknown_booking_holds_a_room(b: Booked) -> None:
 def cancelled_still_holds_its_car(b: Booked) -> None:
     sql(
         b.stores[Leg.CAR],
-        "UPDATE reservations SET status = 'held' WHERE booking_id = ?",
+        "UPDATE reservations SET status = 'held' WHERE user_id = ?",
         b.cancelled,
     )
 
@@ -72,7 +72,7 @@ def cancelled_still_holds_its_car(b: Booked) -> None:
 def booking_holds_two_seats(b: Booked) -> None:
     sql(
         b.stores[Leg.FLIGHT],
-        "INSERT INTO reservations (key, booking_id, item_id, status) VALUES (?, ?, 'x', 'held')",
+        "INSERT INTO reservations (key, user_id, item_id, status) VALUES (?, ?, 'x', 'held')",
         f"{b.confirmed}/flight-again",
         b.confirmed,
     )

@@ -1,4 +1,4 @@
-"""`api/bookings.py`: Idempotency-Keys name one booking, and a start whose answer was lost
+"""`api/starting.py`: Idempotency-Keys name one booking, and a start whose answer was lost
 is never answered with another's booking, against a real Temporal server."""
 
 import threading
@@ -15,19 +15,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities import BookingActivities
 from api.access import ANONYMOUS
-from api.bookings import (
-    Bookings,
-    KeyReused,
-    fingerprint,
-    key_reused,
-    keyed_booking_id,
-    owner,
-    started_by,
-)
 from api.breaker import Breaker
-from api.contract import BookingRequest
 from api.loop import ClientLoop
+from api.models import BookingRequest
 from api.settings import ApiSettings
+from api.starting import Starting, fingerprint, key_reused, keyed_user_id, started_by
+from api.temporal import KeyReused, owner
 from starter import generate_unique_username
 from tests.support.calls import LosesFirstStart
 from tests.support.keys import API_KEYS, as_, caller
@@ -48,7 +41,7 @@ def test_same_idempotency_key_twice_is_one_booking(
     book = http.post("/book", json=JOHN, headers=key)
 
     assert first["user_id"] == again["user_id"] == book.get_json()["user_id"]
-    assert first["user_id"] == keyed_booking_id(key["Idempotency-Key"])
+    assert first["user_id"] == keyed_user_id(key["Idempotency-Key"])
     assert book.status_code == 200
     assert held_by(activities, first["user_id"]) == ONE_EACH
 
@@ -127,8 +120,8 @@ def test_a_start_whose_answer_was_lost_is_found_if_it_landed_and_never_taken_for
     drawn = iter([first, second])
     losing = LosesFirstStart(landed=landed)
     client = client_loop.run(Client.connect(address, interceptors=[losing]))
-    bookings = Bookings(
-        client, api_settings.task_queue, lambda name: next(drawn), Breaker.for_client(client)
+    bookings = Starting(
+        client, api_settings.task_queue, Breaker.for_client(client), lambda name: next(drawn)
     )
     who = caller(by) if by else ANONYMOUS
 
@@ -166,8 +159,8 @@ def test_a_lost_keyed_start_onto_its_keys_booking_of_another_body_is_key_reused(
     user_id = keyed.post("/bookings", json=JOHN, headers=headers).get_json()["user_id"]
     losing = LosesFirstStart(landed=False)
     client = client_loop.run(Client.connect(address, interceptors=[losing]))
-    bookings = Bookings(
-        client, api_settings.task_queue, generate_unique_username, Breaker.for_client(client)
+    bookings = Starting(
+        client, api_settings.task_queue, Breaker.for_client(client), generate_unique_username
     )
 
     with pytest.raises(KeyReused) as reused:

@@ -1,0 +1,79 @@
+"""The tutorial's three terminals, exactly as it writes them: `temporal server start-dev`
+with no flags, `python run_worker.py`, `python starter.py`; then its two curls."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import Output, spawn, terminate
+from tests.tools.test_stack import readme_examples, run_example
+from tools.processes import answers, port_in_use, server_serving, temporal_binary, wait_until
+
+TUTORIAL_PORTS = {3000: "the API", 7233: "Temporal", 8233: "the Web UI"}
+
+
+def ports_free_or_skip() -> None:
+    """The tutorial's ports are fixed: skip while something holds one, but fail on CI."""
+    busy = [f"{port} ({what})" for port, what in TUTORIAL_PORTS.items() if port_in_use(port)]
+    if busy:
+        message = f"the tutorial's ports are in use: {', '.join(busy)}; is a `make run` going?"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@contextmanager
+def terminal(
+    command: list[str], env: dict[str, str]
+) -> Iterator[tuple["subprocess.Popen[str]", Output]]:
+    """Run one of the tutorial's terminals; Ctrl-C it at the end, as its reader does."""
+    process, output = spawn(command, env)
+    try:
+        yield process, output
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+        terminate(process)
+
+
+def web_ui_runs() -> dict[str, str]:
+    """Return the runs the Web UI's own API lists, by workflow id, with their type."""
+    url = "http://localhost:8233/api/v1/namespaces/default/workflows"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        listing = json.load(response)
+    return {run["execution"]["workflowId"]: run["type"]["name"] for run in listing["executions"]}
+
+
+@pytest.mark.timeout(180)
+def test_the_tutorials_three_terminals_answer_its_two_curls(tmp_path: Path) -> None:
+    ports_free_or_skip()
+    # The providers' stores in a folder of the test's own, not the checkout's.
+    env = {"PROVIDERS_DIR": str(tmp_path)}
+    ids: dict[str, str] = {}
+    with ExitStack() as terminals:
+        server, _ = terminals.enter_context(
+            terminal([temporal_binary(), "server", "start-dev"], {})
+        )
+        wait_until(lambda: server_serving("localhost:7233"), server, "the server")
+        _, worker = terminals.enter_context(terminal([sys.executable, "run_worker.py"], env))
+        worker.wait_for("Worker polling")
+        api, _ = terminals.enter_context(terminal([sys.executable, "starter.py"], env))
+        wait_until(lambda: answers("http://localhost:3000/readyz"), api, "the API")
+        for command, documented in readme_examples()[:2]:
+            run_example(command, documented, 3000, ids)
+        runs = web_ui_runs()
+
+    assert "Added the search attributes BookingStatus, BookingCustomer, BookingClient" in "".join(
+        worker.lines
+    )
+    assert len(ids) == 2, "John's booking and Jane's"
+    assert {runs.get(user_id) for user_id in ids.values()} == {"BookingWorkflow"}
+    assert not [port for port in TUTORIAL_PORTS if port_in_use(port)]
