@@ -22,7 +22,6 @@ import pytest
 from api.contract import Role
 from tests.support.keys import one_character_changed
 from tests.support.processes import (
-    Output,
     group,
     port_free,
     spawn,
@@ -31,6 +30,7 @@ from tests.support.processes import (
 )
 from tests.support.trips import JOHN
 from tools.api_key import add_key
+from tools.children import Output
 from tools.processes import answers, free_port, port_in_use, wait_until
 
 

@@ -1,5 +1,6 @@
 """The stacks the benchmark measures on: a dev server with its worker, and optionally the API."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from api.settings import ACCESS_VARIABLES
+from tools.children import Child
 from tools.processes import ROOT, DevServer, WorkerProcess, answers, free_port, wait_until
 
 QUIET_SIMULATION = {"SIM_LATENCY_SECONDS": "0", "SIM_HOTEL_OUTAGE": "0"}
@@ -48,23 +50,19 @@ class Stack:
             worker,
         )
         self.worker.start()
-        self.api: subprocess.Popen[bytes] | None = None
+        self.api: Child | None = None
         self.api_port = free_port()
         if api:
             # The product's serving settings (processes, threads): what users run.
-            self.api = subprocess.Popen(
+            self.api = Child(
                 [sys.executable, "starter.py"],
                 cwd=ROOT,
-                env={
-                    **open_api_env(),
-                    "TEMPORAL_ADDRESS": self.server.address,
-                    "PORT": str(self.api_port),
-                },
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                env={"TEMPORAL_ADDRESS": self.server.address, "PORT": str(self.api_port)},
+                inherit=open_api_env(),
+                output="drop",
             )
             healthy = f"http://127.0.0.1:{self.api_port}/healthz"
-            wait_until(lambda: answers(healthy), self.api, "the API")
+            wait_until(lambda: answers(healthy), self.api.process, "the API")
 
     def pids(self) -> dict[str, int]:
         """Return the processes whose CPU the benchmark counts."""
@@ -72,18 +70,16 @@ class Stack:
         assert self.worker.process is not None
         pids = {"server": self.server.process.pid, "worker": self.worker.process.pid}
         if self.api is not None:
-            pids["api"] = self.api.pid
+            pids["api"] = self.api.process.pid
         return pids
 
     def stop(self) -> None:
         """Stop everything, even if one part will not stop."""
         try:
             if self.api is not None:
-                self.api.terminate()
-                try:
-                    self.api.wait(30)
-                except subprocess.TimeoutExpired:
-                    self.api.kill()
+                # Killed if it outlives the wait; the worker and server stop all the same.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.api.stop(30)
         finally:
             try:
                 self.worker.stop()
