@@ -95,7 +95,7 @@ def transitions(worker: WorkerProcess, booking: BookVacationInput) -> list[str]:
     keep = ("event=", "leg=", "step=", "attempt=")
     return [
         " ".join(part for part in line.split() if part.startswith(keep))
-        for line in (raw.decode() for raw in worker.lines)
+        for line in worker.lines
         if mine in line and " saga " in f" {line}"
     ]
 

@@ -1,13 +1,13 @@
 """Local processes for development and tests: the dev server, workers, ports.
 
 Used by `make run`'s supervisor (`tools/stack.py`), the tests, the chaos run
-and the benchmark: each starts what it needs, waits until it answers, and
-stops it (or kills it without warning, as a crash would).
+and the benchmark: each starts what it needs (a `tools.children.Child`),
+waits until it answers, and stops it (or kills it without warning, as a
+crash would).
 """
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from shared import SEARCH_ATTRIBUTES, type_name
+from tools.children import Child
 
 ROOT = Path(__file__).resolve().parent.parent
 """The project's top folder, where the processes' programs live."""
@@ -162,43 +163,33 @@ def exit_at_once(code: int) -> NoReturn:
     os._exit(code)
 
 
-def die_with_parent(command: list[str]) -> list[str]:
-    """Prefix `command` so that it gets SIGTERM if its parent is killed outright.
-
-    util-linux's setpriv sets the parent-death signal and then execs the
-    command; where it is missing (not Linux), the command runs as it is.
-    """
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
-
-
 class DevServer:
     """A Temporal dev server of its own, on free ports and a SQLite file, that can be restarted."""
 
     def __init__(self, directory: Path, **options: bool) -> None:
         self.settings = ServerSettings(free_port(), free_port(), directory / "temporal.db")
         self.options = options  # ServerSettings.command's: tuned, persistent, ui
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child: Child | None = None
 
     @property
     def address(self) -> str:
         """Return the server's gRPC address."""
         return self.settings.address
 
+    @property
+    def process(self) -> "subprocess.Popen[str] | None":
+        """Return the server's process, once started."""
+        return self.child.process if self.child else None
+
     def start(self) -> None:
         """Start the server; return once it serves."""
-        self.process = subprocess.Popen(
-            self.settings.command(**self.options),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: server_serving(self.address), self.process, "the dev server")
+        self.child = Child(self.settings.command(**self.options), cwd=ROOT, output="drop")
+        wait_until(lambda: server_serving(self.address), self.child.process, "the dev server")
 
     def stop(self) -> None:
         """Stop the server and wait until its port is free."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+        if self.child is not None:
+            self.child.stop(30)
         deadline = time.monotonic() + 30
         while port_in_use(self.settings.grpc_port) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -213,39 +204,35 @@ class WorkerProcess:
     """
 
     def __init__(self, env: dict[str, str], program: Sequence[str] = ("run_worker.py",)) -> None:
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.env = dict(env)
         self.program = list(program)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.lines: list[bytes] = []
+        self.child: Child | None = None
+
+    @property
+    def process(self) -> "subprocess.Popen[str] | None":
+        """Return the worker's process, once started."""
+        return self.child.process if self.child else None
+
+    @property
+    def lines(self) -> list[str]:
+        """Return the worker's output lines so far (since its last start)."""
+        return self.child.output.lines if self.child else []
 
     def start(self) -> None:
         """Start the worker; return once it polls."""
-        self.process = subprocess.Popen(
-            [sys.executable, *self.program],
-            cwd=ROOT,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if b"Worker polling" in line:
-                break
-        else:
-            raise RuntimeError("the worker exited before polling")
-        # Keep reading its output, so a chatty worker never blocks on a full pipe.
-        stdout = self.process.stdout
-        threading.Thread(target=lambda: self.lines.extend(stdout), daemon=True).start()
+        self.child = Child([sys.executable, *self.program], cwd=ROOT, env=self.env)
+        try:
+            self.child.output.wait_for("Worker polling", timeout=120)
+        except BaseException:
+            self.child.kill()  # one that never polled is of no use: leave nothing behind
+            raise
 
     def kill(self) -> None:
         """SIGKILL the worker: no drain, no goodbye, as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
+        if self.child is not None:
+            self.child.kill()
 
     def stop(self) -> None:
-        """Stop the worker gracefully."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+        """Stop the worker gracefully (SIGTERM: it drains its activities)."""
+        if self.child is not None:
+            self.child.stop(30)

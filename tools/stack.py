@@ -20,12 +20,12 @@ from pathlib import Path
 
 from api.settings import ApiSettings
 from config import ConfigError, port_from_env
+from tools.children import Child
 from tools.processes import (
     ROOT,
     ServerSettings,
     answers,
     create_search_attributes,
-    die_with_parent,
     port_in_use,
     server_serving,
     wait_until,
@@ -65,73 +65,49 @@ class Stack:
 
     def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
-        self.children: dict[str, subprocess.Popen[str]] = {}
-        self.relays: list[threading.Thread] = []
-        self.env = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": settings.server.address,
-            "PORT": str(settings.api.port),
-            "PYTHONUNBUFFERED": "1",
-        }
+        self.children: dict[str, Child] = {}
+        self.env = {"TEMPORAL_ADDRESS": settings.server.address, "PORT": str(settings.api.port)}
 
     def start(self, name: str, command: list[str]) -> None:
-        """Start a child in its own session, so Ctrl-C reaches only us."""
-        child = subprocess.Popen(
-            die_with_parent(command),
-            cwd=ROOT,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.children[name] = child
-        relay = threading.Thread(target=self._relay, args=(name, child), daemon=True)
-        relay.start()
-        self.relays.append(relay)
-
-    def _relay(self, name: str, child: subprocess.Popen[str]) -> None:
-        assert child.stdout is not None
-        for line in child.stdout:
-            print(f"{name:>6} | {line}", end="", flush=True)
+        """Start a child in its own process group, so Ctrl-C reaches only us."""
+        relay = partial(labelled, name)
+        self.children[name] = Child(command, cwd=ROOT, env=self.env, output=relay)
 
     def exited(self) -> str | None:
         """Return the name of a child that has exited, if any."""
-        return next((n for n, c in self.children.items() if c.poll() is not None), None)
+        return next((n for n, c in self.children.items() if not c.running), None)
 
     def stop(self) -> None:
-        """Stop the children in order: API, worker, server."""
+        """Stop the children in order: API, worker, server; each with its last lines printed."""
         for name, timeout in STOP_TIMEOUTS.items():
             child = self.children.get(name)
-            if child is None or child.poll() is not None:
+            if child is None:
                 continue
-            os.killpg(child.pid, signal.SIGTERM)  # its group: anything it started too
             try:
-                child.wait(timeout)
+                child.stop(timeout)
             except subprocess.TimeoutExpired:
                 print(f"{name:>6} | did not stop in {timeout:.0f} s; killing it", flush=True)
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
-        for relay in self.relays:
-            relay.join(timeout=2)  # print the last lines before "stopped"
+
+
+def labelled(name: str, line: str) -> None:
+    """Print a child's output line behind its name."""
+    print(f"{name:>6} | {line}", end="", flush=True)
 
 
 def start_all(stack: Stack, stop: threading.Event) -> None:
     """Start the server, worker and API; return once each answers as it will be used."""
     server = stack.settings.server
     stack.start("server", server.command())
-    wait_until(
-        partial(server_serving, server.address), stack.children["server"], "the server", stop
-    )
+    process = stack.children["server"].process
+    wait_until(partial(server_serving, server.address), process, "the server", stop)
     create_search_attributes(server.address)  # a .temporal file from before they existed
     # The Web UI serves its page before its API can reach the server: wait for the API.
-    wait_until(partial(answers, server.ui_api), stack.children["server"], "the Web UI", stop)
+    wait_until(partial(answers, server.ui_api), process, "the Web UI", stop)
     stack.start("worker", [sys.executable, "run_worker.py"])
     stack.start("api", [sys.executable, "starter.py"])
     # Ready: Temporal reachable through the API and a worker polling the task queue.
     ready = partial(answers, f"{stack.settings.api_url}/readyz")
-    wait_until(ready, stack.children["api"], "the API", stop)
+    wait_until(ready, stack.children["api"].process, "the API", stop)
 
 
 def main(argv: list[str] | None = None) -> int:

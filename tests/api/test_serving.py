@@ -23,7 +23,6 @@ from temporalio.client import Client
 from api.serving import bind_address
 from providers import ProviderStore
 from tests.support.processes import (
-    Output,
     children,
     group,
     port_free,
@@ -33,6 +32,7 @@ from tests.support.processes import (
 )
 from tests.support.trips import JOHN, JOHN_BOOKED
 from tools.audit import AuditReport, run_audit
+from tools.children import Output
 from tools.processes import WorkerProcess, answers, free_port, port_in_use, wait_until
 
 JSON_HEADERS = {"Content-Type": "application/json"}

@@ -1,60 +1,28 @@
 """Programs run as a user runs them: a child process and its output, read as it comes;
 the processes it leaves, and its port."""
 
-import os
-import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tools.children import Child, Output, stop_group
 from tools.processes import ROOT
 
 
-class Output:
-    """A child's output lines, collected by a thread as they come."""
-
-    def __init__(self, process: "subprocess.Popen[str]") -> None:
-        self.lines: list[str] = []
-        assert process.stdout is not None
-        stream = process.stdout
-        threading.Thread(target=lambda: self.lines.extend(stream), daemon=True).start()
-
-    def wait_for(self, text: str, timeout: float = 60, count: int = 1) -> None:
-        """Wait until `count` lines contain `text`."""
-        deadline = time.monotonic() + timeout
-        while sum(text in line for line in self.lines) < count:
-            assert time.monotonic() < deadline, f"no {count} x {text!r} in:\n{''.join(self.lines)}"
-            time.sleep(0.1)
-
-
 def spawn(command: list[str], env: dict[str, str]) -> tuple["subprocess.Popen[str]", Output]:
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal gives it
-    )
-    return process, Output(process)
+    """Start `command` as `tools.children` starts every child; return it and its output."""
+    child = Child(command, cwd=ROOT, env=env)
+    return child.process, child.output
 
 
 def terminate(process: "subprocess.Popen[str]", timeout: float = 60) -> int:
-    """Stop a child with SIGTERM unless it has exited; return its exit status.
+    """Stop a child's group with SIGTERM unless it has exited; return its exit status.
 
     SIGKILL only if it outlives `timeout` (then TimeoutExpired is raised).
     """
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout)
-    finally:
-        process.kill()  # only if it outlived the wait: a no-op once it has exited
+    return stop_group(process, timeout)
 
 
 def _stat_fields(pid: str) -> list[str]:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import Output, spawn
+from tests.support.processes import spawn
+from tools.children import Child, Output
 from tools.processes import (
     ROOT,
     free_port,
@@ -215,16 +216,11 @@ def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: P
 def test_make_run_adds_the_search_attributes_to_a_file_made_before_them(tmp_path: Path) -> None:
     db_file, grpc = tmp_path / "temporal.db", free_port()
     before = [temporal_binary(), "server", "start-dev", "--ip=127.0.0.1", f"--port={grpc}"]
-    old = subprocess.Popen(
-        [*before, "--headless", f"--db-filename={db_file}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    old = Child([*before, "--headless", f"--db-filename={db_file}"], cwd=ROOT, output="drop")
     try:
-        wait_until(lambda: server_serving(f"127.0.0.1:{grpc}"), old, "a server of before")
+        wait_until(lambda: server_serving(f"127.0.0.1:{grpc}"), old.process, "a server of before")
     finally:
-        old.terminate()
-        old.wait(30)
+        old.stop(30)
     env = {
         "PORT": str(free_port()),
         "TEMPORAL_PORT": str(free_port()),

@@ -1,0 +1,97 @@
+"""The stacks the benchmark measures on: a dev server with its worker, and optionally the API."""
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from api.settings import ACCESS_VARIABLES
+from tools.children import Child
+from tools.processes import ROOT, DevServer, WorkerProcess, answers, free_port, wait_until
+
+QUIET_SIMULATION = {"SIM_LATENCY_SECONDS": "0", "SIM_HOTEL_OUTAGE": "0"}
+DEMO_SIMULATION = {"SIM_LATENCY_SECONDS": "0.3", "SIM_HOTEL_OUTAGE": "1"}
+"""`make run`'s: the Makefile's latency, and the hotel down on each first attempt."""
+PRODUCT_WORKER = ("run_worker.py",)
+REFERENCE_WORKER = ("-m", "tools.reference_worker")
+"""The same worker with the workflow sandbox off: a tool, never the product."""
+
+
+def open_api_env() -> dict[str, str]:
+    """Return this environment as the benchmarked API gets it: open, on loopback.
+
+    Whatever the shell exports for access (an API_KEYS_FILE would mean 401s).
+    """
+    return {name: value for name, value in os.environ.items() if name not in ACCESS_VARIABLES}
+
+
+class Stack:
+    """A dev server with its worker, and optionally the API, for the benchmark."""
+
+    def __init__(
+        self,
+        directory: Path,
+        api: bool,
+        simulation: dict[str, str] = QUIET_SIMULATION,
+        worker: tuple[str, ...] = PRODUCT_WORKER,
+        **server: bool,
+    ) -> None:
+        directory.mkdir(parents=True)
+        self.server = DevServer(directory, ui=False, **server)
+        self.server.start()
+        self.worker = WorkerProcess(
+            {
+                **simulation,
+                "TEMPORAL_ADDRESS": self.server.address,
+                "PROVIDERS_DIR": str(directory / "providers"),
+            },
+            worker,
+        )
+        self.worker.start()
+        self.api: Child | None = None
+        self.api_port = free_port()
+        if api:
+            # The product's serving settings (processes, threads): what users run.
+            self.api = Child(
+                [sys.executable, "starter.py"],
+                cwd=ROOT,
+                env={"TEMPORAL_ADDRESS": self.server.address, "PORT": str(self.api_port)},
+                inherit=open_api_env(),
+                output="drop",
+            )
+            healthy = f"http://127.0.0.1:{self.api_port}/healthz"
+            wait_until(lambda: answers(healthy), self.api.process, "the API")
+
+    def pids(self) -> dict[str, int]:
+        """Return the processes whose CPU the benchmark counts."""
+        assert self.server.process is not None
+        assert self.worker.process is not None
+        pids = {"server": self.server.process.pid, "worker": self.worker.process.pid}
+        if self.api is not None:
+            pids["api"] = self.api.process.pid
+        return pids
+
+    def stop(self) -> None:
+        """Stop everything, even if one part will not stop."""
+        try:
+            if self.api is not None:
+                # Killed if it outlives the wait; the worker and server stop all the same.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.api.stop(30)
+        finally:
+            try:
+                self.worker.stop()
+            finally:
+                self.server.stop()
+
+
+STACKS: dict[str, dict[str, Any]] = {
+    "tuned": {"api": True},
+    "memory": {"api": False, "persistent": False},
+    "default": {"api": False, "persistent": False, "tuned": False},
+    "reference": {"api": False, "worker": REFERENCE_WORKER},
+    "demo": {"api": True, "simulation": DEMO_SIMULATION},
+}
+"""Each stack's options (Stack's and DevServer's): `make run`'s server unless told."""
