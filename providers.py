@@ -187,8 +187,7 @@ class ProviderStore:
             row = db.execute("SELECT status FROM reservations WHERE key = ?", (key,)).fetchone()
             if row is None:
                 db.execute(
-                    "INSERT INTO reservations (key, user_id, item_id, status)"
-                    " VALUES (?, ?, '', ?)",
+                    "INSERT INTO reservations (key, user_id, item_id, status) VALUES (?, ?, '', ?)",
                     (key, user_id, RowStatus.VOIDED),
                 )
                 return False

@@ -88,7 +88,8 @@ PROBLEMS = {
     415: "the body is not sent as application/json",
     422: "the Idempotency-Key was used with another body",
     502: "Temporal refused a call for a reason other than availability",
-    503: "Temporal or its workers cannot be reached now",
+    503: "Temporal or its workers cannot be reached now, or the namespace lacks the saga's "
+    "search attributes",
 }
 """When each error status is answered, as the document says it."""
 

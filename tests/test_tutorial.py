@@ -4,7 +4,6 @@ with no flags, `python run_worker.py`, `python starter.py`; then its two curls."
 import json
 import os
 import signal
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -13,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Output, spawn, terminate
 from tests.tools.test_stack import readme_examples, run_example
-from tools.processes import answers, port_in_use, server_serving, temporal_binary, wait_until
+from tools.children import Child
+from tools.processes import ROOT, answers, port_in_use, server_serving, temporal_binary, wait_until
 
 TUTORIAL_PORTS = {3000: "the API", 7233: "Temporal", 8233: "the Web UI"}
 
@@ -31,17 +30,13 @@ def ports_free_or_skip() -> None:
 
 
 @contextmanager
-def terminal(
-    command: list[str], env: dict[str, str]
-) -> Iterator[tuple["subprocess.Popen[str]", Output]]:
+def terminal(command: list[str], env: dict[str, str]) -> Iterator[Child]:
     """Run one of the tutorial's terminals; Ctrl-C it at the end, as its reader does."""
-    process, output = spawn(command, env)
+    child = Child(command, cwd=ROOT, env=env)
     try:
-        yield process, output
+        yield child
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-        terminate(process)
+        child.stop(60, signal.SIGINT)
 
 
 def web_ui_runs() -> dict[str, str]:
@@ -59,21 +54,19 @@ def test_the_tutorials_three_terminals_answer_its_two_curls(tmp_path: Path) -> N
     env = {"PROVIDERS_DIR": str(tmp_path)}
     ids: dict[str, str] = {}
     with ExitStack() as terminals:
-        server, _ = terminals.enter_context(
-            terminal([temporal_binary(), "server", "start-dev"], {})
-        )
-        wait_until(lambda: server_serving("localhost:7233"), server, "the server")
-        _, worker = terminals.enter_context(terminal([sys.executable, "run_worker.py"], env))
-        worker.wait_for("Worker polling")
-        api, _ = terminals.enter_context(terminal([sys.executable, "starter.py"], env))
-        wait_until(lambda: answers("http://localhost:3000/readyz"), api, "the API")
+        start_dev = [temporal_binary(), "server", "start-dev"]  # no flags, as the tutorial
+        server = terminals.enter_context(terminal(start_dev, {}))
+        wait_until(lambda: server_serving("localhost:7233"), server.process, "the server")
+        worker = terminals.enter_context(terminal([sys.executable, "run_worker.py"], env))
+        worker.output.wait_for("Worker polling")
+        api = terminals.enter_context(terminal([sys.executable, "starter.py"], env))
+        wait_until(lambda: answers("http://localhost:3000/readyz"), api.process, "the API")
         for command, documented in readme_examples()[:2]:
             run_example(command, documented, 3000, ids)
         runs = web_ui_runs()
 
-    assert "Added the search attributes BookingStatus, BookingCustomer, BookingClient" in "".join(
-        worker.lines
-    )
+    added = "Added the search attributes BookingStatus, BookingCustomer, BookingClient"
+    assert added in worker.output.text()
     assert len(ids) == 2, "John's booking and Jane's"
     assert {runs.get(user_id) for user_id in ids.values()} == {"BookingWorkflow"}
     assert not [port for port in TUTORIAL_PORTS if port_in_use(port)]

@@ -30,7 +30,7 @@ def table(data: dict[str, Any]) -> str:
 
 def targets_table(found: list[dict[str, Any]]) -> str:
     """Return the targets block: target, measured, margin, holds."""
-    head = f"{'target (issue 10)':<54}{'limit':>10}{'measured':>10}{'margin':>9}  holds"
+    head = f"{'target':<54}{'limit':>10}{'measured':>10}{'margin':>9}  holds"
     lines = [head, "-" * len(head)]
     for t in found:
         limit = f"{'<=' if t['at_most'] else '>='} {t['limit']:g}"
