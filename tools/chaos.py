@@ -167,12 +167,12 @@ async def run_chaos(
             worker.stop()
     outcomes: Counter[str] = Counter()
     unfinished = []
-    for booking_id, task in bookings.items():
+    for user_id, task in bookings.items():
         if not task.done():
             task.cancel()
-            unfinished.append(booking_id)
+            unfinished.append(user_id)
         elif task.exception() is not None:
-            unfinished.append(f"{booking_id}: {task.exception()!r}")
+            unfinished.append(f"{user_id}: {task.exception()!r}")
         else:
             outcomes[task.result().outcome] += 1
     report = await run_audit(

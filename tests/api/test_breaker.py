@@ -117,7 +117,7 @@ def test_temporal_outage_answers_503_fast_healthz_at_once_and_recovers(
 
         with ThreadPoolExecutor(16) as pool:
             under_way = pool.submit(call, port, "POST", "/book", JOHN)
-            wait_for(lambda: len(asyncio.run(booking_ids(server.address, queue))) == 2)
+            wait_for(lambda: len(asyncio.run(user_ids(server.address, queue))) == 2)
             back = outage(server)
             went = time.monotonic()
             wave = [pool.submit(call, port, "POST", "/book", JOHN) for _ in range(12)]
@@ -141,8 +141,8 @@ def test_temporal_outage_answers_503_fast_healthz_at_once_and_recovers(
         resumed = time.monotonic() - returned
         known = {before.body["user_id"], waited.body["user_id"], booked.body["user_id"]}
         # Visibility lags a start by a moment: list once the three known are listed.
-        wait_for(lambda: known <= asyncio.run(booking_ids(server.address, queue)))
-        in_temporal = asyncio.run(booking_ids(server.address, queue))
+        wait_for(lambda: known <= asyncio.run(user_ids(server.address, queue)))
+        in_temporal = asyncio.run(user_ids(server.address, queue))
     finally:
         with contextlib.ExitStack() as stopping:  # each runs, even if one before it fails
             stopping.callback(server.stop)
@@ -192,7 +192,7 @@ def wait_for(condition: Callable[[], bool], within: float = 30) -> None:
         time.sleep(0.05)
 
 
-async def booking_ids(address: str, queue: str) -> set[str]:
+async def user_ids(address: str, queue: str) -> set[str]:
     client = await Client.connect(address)
     return {w.id async for w in client.list_workflows(f"TaskQueue = '{queue}'")}
 

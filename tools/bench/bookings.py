@@ -30,8 +30,8 @@ Booking = Callable[[], Awaitable[None]]
 
 def trip() -> BookVacationInput:
     """Return a booking that books."""
-    booking_id = f"bench-{uuid.uuid4().hex[:12]}"
-    return BookVacationInput(3, booking_id, "valid-car-id", "valid-hotel-id", "valid-flight-id")
+    user_id = f"bench-{uuid.uuid4().hex[:12]}"
+    return BookVacationInput(3, user_id, "valid-car-id", "valid-hotel-id", "valid-flight-id")
 
 
 def floor(client: Client) -> Booking:
