@@ -28,8 +28,8 @@ BENIGN = ApplicationErrorCategory.BENIGN
 without a traceback, and leaves them out of its failure metrics."""
 
 
-def booking_id() -> str:
-    """Return the id of the booking this activity works for: its workflow's id."""
+def user_id() -> str:
+    """Return the id (`user_id`) of the booking this activity works for: its workflow's id."""
     workflow_id = activity.info().workflow_id
     if workflow_id is None:
         raise ApplicationError("booking activities run inside BookingWorkflow", non_retryable=True)
@@ -42,7 +42,7 @@ def idempotency_key(leg: Leg) -> str:
     Built from the workflow id, never the attempt or activity id, so that every
     attempt of the booking step and of its undo names the same reservation.
     """
-    return f"{booking_id()}/{leg}"
+    return f"{user_id()}/{leg}"
 
 
 class BookingActivities:
@@ -103,7 +103,7 @@ class BookingActivities:
             raise _failed("rejected", leg, _rejection(message))
         store, key = self.providers[leg], idempotency_key(leg)
         try:
-            reservation = await asyncio.to_thread(store.reserve, key, booking_id(), item_id)
+            reservation = await asyncio.to_thread(store.reserve, key, user_id(), item_id)
         except BookingRejectedError as err:
             raise _failed("rejected", leg, _rejection(str(err))) from None
         await self._answer(leg)
@@ -113,7 +113,7 @@ class BookingActivities:
     async def _undo(self, leg: Leg) -> UndoReport:
         await self._reach(leg)
         store, key = self.providers[leg], idempotency_key(leg)
-        released = await asyncio.to_thread(store.release, key, booking_id())
+        released = await asyncio.to_thread(store.release, key, user_id())
         await self._answer(leg)
         _log("released" if released else "nothing-to-undo", leg)
         return UndoReport(leg, released)
@@ -139,7 +139,7 @@ class BookingActivities:
 def _log(event: str, leg: Leg, **fields: object) -> None:
     info = activity.info()
     line = log_line(
-        event, booking_id(), leg, step=info.activity_type, attempt=info.attempt, **fields
+        event, user_id(), leg, step=info.activity_type, attempt=info.attempt, **fields
     )
     activity.logger.info(line)
 

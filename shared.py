@@ -160,9 +160,12 @@ class BookingState:
         return next(state for state in self.legs if state.leg == leg)
 
 
-def log_line(event: str, booking: str, leg: Leg | None = None, **fields: object) -> str:
-    """Return one saga transition as a `key=value` log line (values with spaces quoted)."""
-    pairs = {"event": event, "booking": booking, "leg": leg, **fields}
+def log_line(event: str, user_id: str, leg: Leg | None = None, **fields: object) -> str:
+    """Return one saga transition of booking `user_id` as a `key=value` log line.
+
+    Values with spaces are quoted.
+    """
+    pairs = {"event": event, "user_id": user_id, "leg": leg, **fields}
     return "saga " + " ".join(
         f"{key}={json.dumps(str(value)) if ' ' in str(value) else value}"
         for key, value in pairs.items()

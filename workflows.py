@@ -1,10 +1,10 @@
 """The booking saga: car, then hotel, then flight; undo in reverse on failure."""
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -60,12 +60,14 @@ default, about 2.5 minutes), after which the leg is left for a person."""
 STEP_TIMEOUT = timedelta(seconds=10)
 """Longest a single provider call may take before Temporal retries it."""
 
-T = TypeVar("T")
-
 CANCELLED_BY_REQUEST = "cancelled by request"
 
 
-# A plain class, not a dataclass: the sandbox runs this module afresh for every
+class Stopped(Exception):
+    """The saga stopped a step, or started none; the message says why."""
+
+
+# Plain classes, not dataclasses: the sandbox runs this module afresh for every
 # booking, and generating a dataclass was a quarter of that (about 0.4 ms a run).
 class Step:
     """One saga step: the booking activity, its undo and its retry policy."""
@@ -94,6 +96,37 @@ STEPS = (
 )
 
 
+class Deadline:
+    """The booking's deadline: a workflow timer, `seconds` after the booking started.
+
+    A workflow timer, not the execution timeout, which would end the run
+    without its undos. Counted from the booking's start, not from when a worker
+    took it up: if that is past the deadline already, no timer starts.
+    """
+
+    __slots__ = ("passed", "reason", "timer")
+
+    def __init__(self, seconds: int) -> None:
+        self.reason = f"not booked within its deadline of {seconds} s"
+        left = timedelta(seconds=seconds) - (workflow.now() - workflow.info().workflow_start_time)
+        self.passed = left <= timedelta(0)
+        self.timer = None if self.passed else asyncio.create_task(self._expire(left, seconds))
+
+    async def _expire(self, left: timedelta, seconds: int) -> None:
+        await workflow.sleep(left, summary=f"Deadline: booked within {seconds} s, or undone")
+        self.passed = True
+
+    def check(self) -> None:
+        """Raise `Stopped` if the deadline has passed."""
+        if self.passed:
+            raise Stopped(self.reason)
+
+    def cancel(self) -> None:
+        """Cancel the timer: the booking has ended before it."""
+        if self.timer is not None:
+            self.timer.cancel()
+
+
 @workflow.defn
 class BookingWorkflow:
     """Books a trip as a saga; the result says what was booked or undone."""
@@ -108,83 +141,56 @@ class BookingWorkflow:
                 LegState(Leg.FLIGHT, book_input.book_flight_id),
             ],
         )
-        self._missed_deadline: str | None = None
-        """The deadline's reason, once it has passed."""
-        self._stop_reason: str | None = None
-        """Why the saga stopped a step, or started none, when it decided to."""
 
     @workflow.run
     async def run(self, book_input: BookVacationInput) -> BookingState:
-        """Book each leg in turn; undo in reverse on a failure for good or at the deadline."""
+        """Book each leg in turn; undo in reverse on a failure for good or a stop."""
         check_input(book_input)
         if workflow.info().typed_search_attributes.get(BOOKING_STATUS) != Outcome.BOOKING:
             self._set_outcome(Outcome.BOOKING)  # a start that did not say so itself
         registered: list[Step] = []
-        deadline = self._start_deadline(book_input.deadline_seconds)
+        deadline = Deadline(book_input.deadline_seconds)
         try:
             for step in STEPS:
-                if self._missed_deadline:
-                    self._stop_reason = self._missed_deadline
-                    raise asyncio.CancelledError  # no step starts past the deadline
+                deadline.check()  # no step starts past the deadline
                 # Registered before the step runs: a step that took effect but
                 # whose answer was lost (a timeout) must be undone too.
                 registered.append(step)
-                await self._book_in_time(step, book_input)
-        except (ActivityError, asyncio.CancelledError) as err:
-            if deadline is not None:
-                deadline.cancel()
-            # The step that failed, or that the deadline kept from starting.
-            self._record_failure(step.leg, err)
-            failed_at = workflow.now()
-            await self._compensate_to_the_end(registered[::-1], book_input)
-            meter = workflow.metric_meter()
-            meter.create_histogram_timedelta(
-                "saga_compensation_duration", "from the first failure to the last undo", "ms"
-            ).record(workflow.now() - failed_at)
-            return self._finish(Outcome.CANCELLED)
-        if deadline is not None:
+                await self._book_in_time(step, book_input, deadline)
+        except (ActivityError, Stopped) as err:
             deadline.cancel()
+            # The step that failed, was stopped, or that the deadline kept from starting.
+            self._record_failure(step.leg, summarize_error(err))
+            await self._compensate(registered[::-1], book_input)
+            return self._finish(Outcome.CANCELLED)
+        deadline.cancel()
         return self._finish(Outcome.CONFIRMED)
 
-    def _start_deadline(self, seconds: int) -> "asyncio.Task[None] | None":
-        """Start the timer of the booking's deadline: `seconds` after the booking started.
-
-        A workflow timer, not the execution timeout, which would end the run
-        without its undos. When it fires it only says so (`_missed_deadline`);
-        `_book_in_time` stops the step in flight. Counted from the booking's
-        start, not from when a worker took it up: if that is past the
-        deadline already, no timer starts and no step runs.
-        """
-        reason = f"not booked within its deadline of {seconds} s"
-        left = timedelta(seconds=seconds) - (workflow.now() - workflow.info().workflow_start_time)
-        if left <= timedelta(0):
-            self._missed_deadline = reason
-            return None
-
-        async def deadline() -> None:
-            await workflow.sleep(left, summary=f"Deadline: booked within {seconds} s, or undone")
-            self._missed_deadline = reason
-
-        return asyncio.create_task(deadline())
-
-    async def _book_in_time(self, step: Step, book_input: BookVacationInput) -> None:
-        """Run one step; at the deadline or a cancel request, stop it and raise CancelledError.
+    async def _book_in_time(
+        self, step: Step, book_input: BookVacationInput, deadline: Deadline
+    ) -> None:
+        """Run one step; at the deadline or a cancel request, stop it and raise `Stopped`.
 
         An answer that comes with the deadline, in the same workflow task,
         counts as in time: the condition is checked once every answer of the
-        task is in.
+        task is in. A stopped step's activity waits for the provider's answer
+        (`_book`), so the step may still book: it is undone with the others.
         """
         booking = asyncio.create_task(self._book(step, book_input))
         try:
-            await workflow.wait_condition(lambda: booking.done() or bool(self._missed_deadline))
+            await workflow.wait_condition(lambda: booking.done() or deadline.passed)
         except asyncio.CancelledError:
-            cancel_request_handled()
-            self._stop_reason = CANCELLED_BY_REQUEST
-            await stopped(booking)
-        if not booking.done():
-            self._stop_reason = self._missed_deadline
-            await stopped(booking)
-        await booking  # its answer: the reservation, or the error that failed the step
+            reason = CANCELLED_BY_REQUEST
+        else:
+            if booking.done():
+                await booking  # its answer: booked, or the error that failed the step
+                return
+            reason = deadline.reason
+        booking.cancel()
+        # Whatever the step answers, what stopped it is the reason.
+        with contextlib.suppress(ActivityError, asyncio.CancelledError):
+            await finish(booking, "stopping a step")
+        raise Stopped(reason)
 
     @workflow.query
     def progress(self) -> BookingState:
@@ -208,25 +214,28 @@ class BookingWorkflow:
         leg.reservation_id = reservation.reservation_id
         self._transition("booked", step.leg, reservation=reservation.reservation_id)
 
-    def _record_failure(self, leg: Leg, err: BaseException) -> None:
+    def _record_failure(self, leg: Leg, reason: str) -> None:
         self._set_outcome(Outcome.COMPENSATING)
         self._state.failed_leg = leg
-        self._state.reason = self._stop_reason or describe(err)
+        self._state.reason = reason
         state = self._state.leg(leg)
         if state.status is LegStatus.PENDING:  # a stopped step may have booked
             state.status = LegStatus.FAILED
-            state.error = self._state.reason
-        self._transition("failed", leg, reason=self._state.reason)
-
-    async def _compensate_to_the_end(
-        self, steps: list[Step], book_input: BookVacationInput
-    ) -> None:
-        # The undos run in a task of their own, shielded, and awaited until done:
-        # a cancel request that arrives while undoing (the booking already being
-        # rolled back) must not end the workflow with undos left unrun.
-        await to_the_end(asyncio.create_task(self._compensate(steps, book_input)), "undoing")
+            state.error = reason
+        self._transition("failed", leg, reason=reason)
 
     async def _compensate(self, steps: list[Step], book_input: BookVacationInput) -> None:
+        """Run the undos of `steps`, in that order, to the end; time them."""
+        failed_at = workflow.now()
+        # A cancel request that arrives while undoing (the booking already being
+        # rolled back) must not end the workflow with undos left unrun.
+        await finish(asyncio.create_task(self._undo_all(steps, book_input)), "undoing")
+        meter = workflow.metric_meter()
+        meter.create_histogram_timedelta(
+            "saga_compensation_duration", "from the first failure to the last undo", "ms"
+        ).record(workflow.now() - failed_at)
+
+    async def _undo_all(self, steps: list[Step], book_input: BookVacationInput) -> None:
         if book_input.parallel_undo:
             await asyncio.gather(*(self._undo(step, book_input) for step in steps))
         else:
@@ -248,7 +257,8 @@ class BookingWorkflow:
             )
         except ActivityError as err:
             # Keep going: one stuck undo must not leave the others held.
-            compensation = Compensation(step.leg, UndoOutcome.NEEDS_ATTENTION, describe(err))
+            error = summarize_error(err)
+            compensation = Compensation(step.leg, UndoOutcome.NEEDS_ATTENTION, error)
         else:
             outcome = UndoOutcome.RELEASED if report.released else UndoOutcome.NOTHING_TO_UNDO
             compensation = Compensation(step.leg, outcome)
@@ -293,43 +303,24 @@ def details(state: BookingState) -> str:
     return "\n".join(lines)
 
 
-async def stopped(step: "asyncio.Task[None]") -> NoReturn:
-    """Ask a step in flight to stop, await its answer, then raise CancelledError.
+async def finish(task: "asyncio.Task[None]", doing: str) -> None:
+    """Await `task` to its end, whatever cancel requests come meanwhile; raise what it raised.
 
-    The step's activity waits for the provider's answer (`_book`), so the step
-    may still book: it is undone with the others whatever it answered.
-    """
-    step.cancel()
-    await to_the_end(step, "stopping a step")
-    raise asyncio.CancelledError
-
-
-async def to_the_end(task: "asyncio.Task[T]", doing: str) -> T:
-    """Await `task` to its end, whatever cancel requests come meanwhile; return its result.
-
-    A cancel request while undoing, or while a step is being stopped, must not
-    end the workflow with that work unfinished: it is noted, not passed on.
+    The saga answers a cancel request by stopping the step in flight and
+    undoing: a request must not end the workflow with that work unfinished.
+    Once it is done, every request is answered, and uncounted (`uncancel`), so
+    that an `asyncio.timeout` or `TaskGroup` later in the run does not take
+    one for its own.
     """
     while not task.done():
         try:
-            await asyncio.shield(task)
+            await workflow.wait([task])  # unlike `shield`, never cancels or raises for `task`
         except asyncio.CancelledError:
-            if not task.done():
-                cancel_request_handled()
-                workflow.logger.info("Cancel requested while %s: finishing that first", doing)
-    return task.result()
-
-
-def cancel_request_handled() -> None:
-    """Say that the current task has dealt with the cancel request it was sent.
-
-    Its count of pending cancellations goes back down, so that an
-    `asyncio.timeout` or `TaskGroup` later in the run does not mistake the
-    request for its own.
-    """
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()
+            workflow.logger.info("Cancel requested while %s: finishing that first", doing)
+    current = asyncio.current_task()
+    while current is not None and current.cancelling():
+        current.uncancel()
+    task.result()
 
 
 def check_input(book_input: BookVacationInput) -> None:
@@ -341,10 +332,10 @@ def check_input(book_input: BookVacationInput) -> None:
             )
 
 
-def describe(err: BaseException) -> str:
-    """Say in a sentence why a step failed for good."""
+def summarize_error(err: Exception) -> str:
+    """Say in a sentence why a step failed for good, was stopped, or an undo failed."""
     cause = err.cause if isinstance(err, ActivityError) else err
-    if isinstance(cause, asyncio.CancelledError | CancelledError):
+    if isinstance(cause, CancelledError):
         return CANCELLED_BY_REQUEST
     if isinstance(cause, TimeoutError):
         return "timed out"

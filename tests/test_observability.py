@@ -91,7 +91,7 @@ async def test_worker_metrics_and_logs_follow_the_sagas(address: str, tmp_path: 
 
 def transitions(worker: WorkerProcess, booking: BookVacationInput) -> list[str]:
     """Return one booking's saga lines, without the booking id and free-text fields."""
-    mine = f"booking={booking.book_user_id}"
+    mine = f"user_id={booking.book_user_id}"
     keep = ("event=", "leg=", "step=", "attempt=")
     return [
         " ".join(part for part in line.split() if part.startswith(keep))
