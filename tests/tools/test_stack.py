@@ -27,23 +27,23 @@ from tools.processes import (
 )
 
 README = (ROOT / "README.md").read_text()
+API_PAGE = (ROOT / "docs" / "api.md").read_text()
+ACCESS = (ROOT / "docs" / "access.md").read_text()
+"""The page on API keys: its examples run against `make run` with keys."""
 EXAMPLE = re.compile(r"```bash\n(curl [^`]*?)```\s*\n(?:[^`]*?\n)?```json\n(.*?)```", re.DOTALL)
 BOOKING_ID = re.compile(r"^([a-z-]+-\d{6}|trip-[0-9a-f]{16})$")
-ACCESS_START = README.index("\n## Access\n")
-ACCESS = README[ACCESS_START : README.index("\n## ", ACCESS_START + 1)]
-"""The README's section on API keys: its examples run against `make run` with keys."""
 MAKE_KEY = re.compile(r"^(make -s api-key NAME=(\w+) ROLE=\w+)", re.MULTILINE)
 
 
 def readme_examples() -> list[tuple[str, str]]:
-    """Return each curl command of the README, but Access's, with the JSON text shown after it."""
-    examples = EXAMPLE.findall(README.replace(ACCESS, ""))
-    assert len(examples) == 5, "the tutorial's two, /bookings and its status, the list"
+    """Return each curl command of the README, then of docs/api.md, with the JSON shown after it."""
+    examples = EXAMPLE.findall(README) + EXAMPLE.findall(API_PAGE)
+    assert len(examples) == 6, "the tutorial's two; /bookings, its status, the list, by status"
     return examples
 
 
 def access_examples() -> list[tuple[str, str]]:
-    """Return each curl command of the Access section with the JSON shown after it."""
+    """Return each curl command of docs/access.md with the JSON shown after it."""
     examples = EXAMPLE.findall(ACCESS)
     assert len(examples) == 5, "book, list, another's, an operator's cancel, no key"
     return examples
