@@ -138,9 +138,7 @@ class BookingActivities:
 
 def _log(event: str, leg: Leg, **fields: object) -> None:
     info = activity.info()
-    line = log_line(
-        event, user_id(), leg, step=info.activity_type, attempt=info.attempt, **fields
-    )
+    line = log_line(event, user_id(), leg, step=info.activity_type, attempt=info.attempt, **fields)
     activity.logger.info(line)
 
 
