@@ -99,9 +99,8 @@ STEPS = (
 class Deadline:
     """The booking's deadline: a workflow timer, `seconds` after the booking started.
 
-    A workflow timer, not the execution timeout, which would end the run
-    without its undos. Counted from the booking's start, not from when a worker
-    took it up: if that is past the deadline already, no timer starts.
+    Not the execution timeout, which would end the run without its undos.
+    Counted from the booking's start, not from when a worker took it up.
     """
 
     __slots__ = ("passed", "reason", "timer")
@@ -115,11 +114,6 @@ class Deadline:
     async def _expire(self, left: timedelta, seconds: int) -> None:
         await workflow.sleep(left, summary=f"Deadline: booked within {seconds} s, or undone")
         self.passed = True
-
-    def check(self) -> None:
-        """Raise `Stopped` if the deadline has passed."""
-        if self.passed:
-            raise Stopped(self.reason)
 
     def cancel(self) -> None:
         """Cancel the timer: the booking has ended before it."""
@@ -152,7 +146,8 @@ class BookingWorkflow:
         deadline = Deadline(book_input.deadline_seconds)
         try:
             for step in STEPS:
-                deadline.check()  # no step starts past the deadline
+                if deadline.passed:
+                    raise Stopped(deadline.reason)  # no step starts past the deadline
                 # Registered before the step runs: a step that took effect but
                 # whose answer was lost (a timeout) must be undone too.
                 registered.append(step)
@@ -306,11 +301,9 @@ def details(state: BookingState) -> str:
 async def finish(task: "asyncio.Task[None]", doing: str) -> None:
     """Await `task` to its end, whatever cancel requests come meanwhile; raise what it raised.
 
-    The saga answers a cancel request by stopping the step in flight and
-    undoing: a request must not end the workflow with that work unfinished.
-    Once it is done, every request is answered, and uncounted (`uncancel`), so
-    that an `asyncio.timeout` or `TaskGroup` later in the run does not take
-    one for its own.
+    Stopping the step in flight and undoing are how the saga answers a cancel
+    request: none may cut them short. Then each request is answered, and
+    uncounted, so that a later `asyncio.timeout` or `TaskGroup` ignores it.
     """
     while not task.done():
         try:
