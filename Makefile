@@ -19,7 +19,7 @@ run: $(VENV)/.runtime
 	SIM_LATENCY_SECONDS=$(SIM_LATENCY_SECONDS) WORKER_METRICS_ADDRESS=$(WORKER_METRICS_ADDRESS) \
 		$(BIN)/python -m tools.stack
 
-# Makes an API key: prints it once, and appends its hash to API_KEYS_FILE (README, "Access").
+# Makes an API key: prints it once, and appends its hash to API_KEYS_FILE (docs/access.md).
 api-key: $(VENV)/.runtime
 	@$(BIN)/python -m tools.api_key --name "$(NAME)" --role "$(ROLE)" --file "$(API_KEYS_FILE)"
 
@@ -35,7 +35,7 @@ typecheck: $(VENV)/.dev
 pytest: $(VENV)/.dev
 	$(BIN)/pytest
 
-# Checks every booking in Temporal against the providers' stores (README, "The audit").
+# Checks every booking in Temporal against the providers' stores (docs/testing.md, "The audit").
 audit: $(VENV)/.runtime
 	$(BIN)/python -m tools.audit
 

@@ -31,7 +31,7 @@ from api.models import (
 
 
 class Role(StrEnum):
-    """What an API key may do (README, "Access")."""
+    """What an API key may do (docs/access.md)."""
 
     CLIENT = "client"
     """Books, and sees, follows, cancels and lists the bookings it made."""
@@ -243,7 +243,7 @@ def openapi_document(app: Flask, secured: bool = False) -> dict[str, Any]:
             SECURITY_SCHEME: {
                 "type": "http",
                 "scheme": "bearer",
-                "description": 'an API key, made with `make api-key` (README, "Access")',
+                "description": "an API key, made with `make api-key` (docs/access.md)",
             }
         }
     document: dict[str, Any] = {

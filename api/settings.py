@@ -14,7 +14,7 @@ SPARE_THREADS = 2
 
 
 ACCESS_VARIABLES = ("HOST", "API_KEYS_FILE", "ALLOW_ANONYMOUS")
-"""What decides who may call the API (README, "Access")."""
+"""What decides who may call the API (docs/access.md)."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class ApiSettings:
     processes: int = 1
     """gunicorn worker processes, each with its own Temporal client."""
     threads: int = 256
-    """Request threads per process: each waiting `POST /book` holds one (README, "Serving")."""
+    """Request threads per process: each waiting `POST /book` holds one (docs/operating.md)."""
     booking_deadline_seconds: int = DEFAULT_DEADLINE_SECONDS
     """A booking not fully booked this long after its start is undone, unless it says otherwise."""
     api_keys: ApiKeys | None = None
@@ -37,7 +37,7 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "ApiSettings":
-        """Read the settings from the environment (README, "Configuration").
+        """Read the settings from the environment (docs/operating.md, "Configuration").
 
         HOST, PORT, TEMPORAL_TASK_QUEUE, BOOK_WAIT_SECONDS, WEB_CONCURRENCY,
         API_THREADS, BOOKING_DEADLINE_SECONDS, API_KEYS_FILE and ALLOW_ANONYMOUS.
@@ -108,7 +108,7 @@ def api_keys_from_env(env: Mapping[str, str], host: str) -> ApiKeys | None:
         raise ConfigError(
             f"HOST={host!r} is not a loopback address, and API_KEYS_FILE is not set: anyone "
             "who reaches it could book, read and cancel every booking. Set API_KEYS_FILE to "
-            'a file of API keys (README, "Access"), or ALLOW_ANONYMOUS=1 if an open API is '
+            "a file of API keys (docs/access.md), or ALLOW_ANONYMOUS=1 if an open API is "
             "meant"
         )
     return None

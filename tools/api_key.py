@@ -4,7 +4,7 @@ The key goes to standard output alone (`KEY=$(make -s api-key ...)` takes it);
 its line, `<client name> <role> <sha256 hex>`, is appended to the key file,
 which is never readable by others (made 0600; a file made before keeps its
 group's rights). The API reads the file when it
-starts (README, "Access").
+starts (docs/access.md).
 """
 
 import argparse

@@ -35,7 +35,7 @@ SERVER_TUNING = (
     "--dynamic-config-value",
     "history.transferProcessorMaxPollRPS=10000",
 )
-"""Dev-server flags measured to matter (README, "Dev server settings")."""
+"""Dev-server flags measured to matter (docs/operating.md, "Dev server settings")."""
 
 SEARCH_ATTRIBUTE_TYPES = {key.name: type_name(key.indexed_value_type) for key in SEARCH_ATTRIBUTES}
 """The saga's search attributes as the CLI names them: `{"BookingStatus": "Keyword", ...}`."""
