@@ -12,12 +12,15 @@ from pathlib import Path
 
 from temporalio import activity, workflow
 from temporalio.client import Client
+from temporalio.common import MetricMeter, WorkerDeploymentVersion
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker, WorkflowRunner
+from temporalio.service import RPCError
+from temporalio.worker import Worker, WorkerDeploymentConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import BookingActivities
 from config import PROJECT_DIR, ConfigError, temporal_connect_config
+from deployment import VersionSettings, drained, key, stuck, take_current
 from namespace import NamespaceProblem, prepare
 from providers import ProviderStore, Simulation
 from shared import TASK_QUEUE_NAME
@@ -27,6 +30,13 @@ log = logging.getLogger("run_worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 """On SIGINT/SIGTERM, how long activities in flight may finish before cancellation."""
+
+WATCH_EVERY = timedelta(seconds=10)
+"""How often the worker looks for stuck bookings, and whether its version has drained."""
+
+DRAINED_CHECKS = 2
+"""Consecutive checks that must find the version drained before its worker stops:
+visibility lags a run's start by a moment, so one empty count is not enough."""
 
 WORKFLOW_RUNNER = SandboxedWorkflowRunner()
 """The product's workflow runner: Temporal's determinism sandbox, kept on.
@@ -48,15 +58,17 @@ class WorkerSettings:
     simulation: Simulation = field(default_factory=Simulation)
     metrics_address: str = ""
     """host:port of the Prometheus endpoint; empty: none."""
+    version: VersionSettings = field(default_factory=VersionSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "WorkerSettings":
-        """Read TEMPORAL_TASK_QUEUE, PROVIDERS_DIR, WORKER_METRICS_ADDRESS and SIM_*."""
+        """Read TEMPORAL_TASK_QUEUE, PROVIDERS_DIR, WORKER_METRICS_ADDRESS, WORKER_* and SIM_*."""
         return cls(
             task_queue=env.get("TEMPORAL_TASK_QUEUE", cls.task_queue),
             providers_dir=Path(env.get("PROVIDERS_DIR", cls.providers_dir)),
             simulation=Simulation.from_env(env),
             metrics_address=env.get("WORKER_METRICS_ADDRESS", cls.metrics_address),
+            version=VersionSettings.from_env(env),
         )
 
 
@@ -66,6 +78,7 @@ def build_worker(
     task_queue: str = TASK_QUEUE_NAME,
     *,
     workflow_runner: WorkflowRunner | None = None,
+    version: WorkerDeploymentVersion | None = None,
 ) -> Worker:
     """Return a worker for the saga workflow and its activities.
 
@@ -74,8 +87,13 @@ def build_worker(
         activities: The activities to serve.
         task_queue: The task queue to poll.
         workflow_runner: How workflows run; None: `WORKFLOW_RUNNER`, sandboxed.
+        version: The worker deployment version it polls as; None: unversioned
+            (the tests' workers, each on a task queue of its own).
 
     """
+    deployment = None
+    if version is not None:
+        deployment = WorkerDeploymentConfig(version=version, use_worker_versioning=True)
     return Worker(
         client,
         task_queue=task_queue,
@@ -83,6 +101,7 @@ def build_worker(
         activities=activities.all(),
         workflow_runner=workflow_runner or WORKFLOW_RUNNER,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        deployment_config=deployment,
     )
 
 
@@ -105,6 +124,50 @@ def runtime(metrics_address: str) -> Runtime:
     return Runtime(telemetry=TelemetryConfig(metrics=metrics))
 
 
+async def look_after_version(
+    client: Client, settings: WorkerSettings, meter: MetricMeter, stop: asyncio.Event
+) -> None:
+    """Take the version current if told to; then report stuck bookings until it drains.
+
+    Returns once the version has drained (replaced as current, and no booking
+    left pinned to it): its worker has nothing more to do. Raises
+    `VersionProblem` if the version cannot become current as told.
+    """
+    version = settings.version
+    log.info("%s", await take_current(client, version, settings.task_queue))
+    gauge = meter.create_gauge("saga_bookings_stuck", "open bookings that cannot make progress")
+    reported = ""
+    drained_checks = 0
+    while not await stopped(stop, WATCH_EVERY):
+        try:
+            found = await stuck(client, version.deployment_name, settings.task_queue)
+            done = await drained(client, version.version)
+        except RPCError as err:
+            log.warning("Cannot read the deployment (%s); trying again", err.message)
+            continue
+        gauge.set(sum(group.bookings.count for group in found))
+        now = "; ".join(map(str, found))
+        if now != reported:
+            if now:
+                log.warning('Stuck: %s (docs/operating.md, "Stuck bookings")', now)
+            else:
+                log.info("No booking is stuck any more")
+            reported = now
+        drained_checks = drained_checks + 1 if done else 0
+        if drained_checks >= DRAINED_CHECKS:
+            log.info("Version %s has drained: no booking is left on it", key(version.version))
+            return
+
+
+async def stopped(stop: asyncio.Event, within: timedelta) -> bool:
+    """Return whether `stop` is set `within` the given time."""
+    try:
+        await asyncio.wait_for(stop.wait(), within.total_seconds())
+    except TimeoutError:
+        return False
+    return True
+
+
 async def main(workflow_runner: WorkflowRunner | None = None) -> None:
     """Run the worker until SIGINT or SIGTERM, then drain it.
 
@@ -119,7 +182,8 @@ async def main(workflow_runner: WorkflowRunner | None = None) -> None:
     activities = open_activities(settings)
     config = temporal_connect_config()
     try:
-        client = await Client.connect(**config, runtime=runtime(settings.metrics_address))
+        sdk = runtime(settings.metrics_address)
+        client = await Client.connect(**config, runtime=sdk)
     except RuntimeError as err:
         raise SystemExit(f"cannot reach Temporal at {config['target_host']}: {err}") from None
     try:
@@ -130,13 +194,28 @@ async def main(workflow_runner: WorkflowRunner | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    version = settings.version.version
+    problem = None
     async with build_worker(
-        client, activities, settings.task_queue, workflow_runner=workflow_runner
+        client, activities, settings.task_queue, workflow_runner=workflow_runner, version=version
     ):
-        log.info("Worker polling task queue %r; Ctrl-C to stop", settings.task_queue)
-        await stop.wait()
+        log.info(
+            "Worker polling task queue %r as version %s; Ctrl-C to stop",
+            settings.task_queue,
+            key(version),
+        )
+        watch = asyncio.create_task(look_after_version(client, settings, sdk.metric_meter, stop))
+        signalled = asyncio.create_task(stop.wait())
+        await asyncio.wait((watch, signalled), return_when=asyncio.FIRST_COMPLETED)
+        signalled.cancel()
+        if watch.done():
+            problem = watch.exception()
+        else:
+            watch.cancel()
         log.info("Draining activities in flight (up to %s)", GRACEFUL_SHUTDOWN)
     log.info("Worker stopped")
+    if problem is not None:
+        raise SystemExit(f"run_worker: {problem}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 
 TASK_QUEUE_NAME = "saga-task-queue"
 
+DEPLOYMENT_NAME = "saga-booking"
+"""The worker deployment the saga's workers belong to, one version per change to the saga."""
+
 BOOKING_STATUS = SearchAttributeKey.for_keyword("BookingStatus")
 """Where a booking stands (an `Outcome`), kept current by the workflow."""
 

@@ -69,7 +69,9 @@ def create_app(
         settings.booking_deadline_seconds,
     )
     app.extensions["starting"] = starting
-    app.extensions["following"] = Following(temporal_client, settings.task_queue, breaker)
+    app.extensions["following"] = Following(
+        temporal_client, settings.task_queue, breaker, settings.deployment_name
+    )
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(errors.blueprint)
     count_requests(app)  # at /metrics, summed over every process of the server

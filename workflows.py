@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, VersioningBehavior
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -121,7 +121,10 @@ class Deadline:
             self.timer.cancel()
 
 
-@workflow.defn
+# Pinned: a booking runs to its end on the worker version it started on, so a
+# changed saga is deployed as a new version while bookings run
+# (docs/operating.md, "Deploying a changed saga"). Unversioned workers ignore it.
+@workflow.defn(versioning_behavior=VersioningBehavior.PINNED)
 class BookingWorkflow:
     """Books a trip as a saga; the result says what was booked or undone."""
 

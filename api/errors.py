@@ -25,6 +25,7 @@ from api.temporal import (
     BookingEnded,
     BookingError,
     BookingNotFound,
+    BookingsStuck,
     KeyReused,
     PageTokenRefused,
     Unavailable,
@@ -40,6 +41,7 @@ STATUS: dict[type[BookingError], HTTPStatus] = {
     KeyReused: HTTPStatus.UNPROCESSABLE_ENTITY,
     PageTokenRefused: HTTPStatus.BAD_REQUEST,
     Unavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+    BookingsStuck: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
 RETRY_AFTER = {"Retry-After": "5"}
@@ -53,6 +55,7 @@ def problem(
     *,
     fields: dict[str, str] | None = None,
     user_id: str | None = None,
+    stuck: list[str] | None = None,
 ) -> Response:
     """Return an RFC 9457 problem details answer: the one shape of every error."""
     body = Problem(
@@ -62,6 +65,7 @@ def problem(
         instance=request.path,
         fields=fields,
         user_id=user_id,
+        stuck=stuck,
     )
     response = send(body)
     response.status_code = status
@@ -81,7 +85,8 @@ def booking_error(err: BookingError) -> Response:
         what = "Temporal unreachable" if unreachable(cause) else "Temporal"
         log.warning("%s: %s (%s)", what, cause, err.detail)
     status = STATUS.get(type(err), HTTPStatus.INTERNAL_SERVER_ERROR)
-    return problem(status, err.detail, user_id=err.user_id)
+    stuck = err.user_ids if isinstance(err, BookingsStuck) else None
+    return problem(status, err.detail, user_id=err.user_id, stuck=stuck)
 
 
 @blueprint.app_errorhandler(AccessError)

@@ -11,6 +11,7 @@ from temporalio.api.workflowservice.v1 import (
     ListWorkflowExecutionsRequest,
 )
 from temporalio.client import (
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
@@ -24,6 +25,7 @@ from api.temporal import (
     RPC_TIMEOUT,
     BookingEnded,
     BookingNotFound,
+    BookingsStuck,
     Handle,
     Operations,
     PageTokenRefused,
@@ -32,8 +34,16 @@ from api.temporal import (
     owner,
     reaching_temporal,
 )
+from deployment import stuck, waiting_for
 from namespace import missing_for_api
-from shared import BOOKING_CLIENT, BOOKING_CUSTOMER, BOOKING_STATUS, BookingState, Outcome
+from shared import (
+    BOOKING_CLIENT,
+    BOOKING_CUSTOMER,
+    BOOKING_STATUS,
+    DEPLOYMENT_NAME,
+    BookingState,
+    Outcome,
+)
 from workflows import BookingWorkflow
 
 QUERY_TIMEOUT = timedelta(seconds=5)
@@ -72,6 +82,9 @@ class BookingPage:
 class Following(Operations):
     """Finds, follows, cancels and lists bookings; tells whether the saga can be served."""
 
+    deployment_name: str = DEPLOYMENT_NAME
+    """The worker deployment whose versions serve the task queue."""
+
     @reaching_temporal
     async def status(
         self, user_id: str, caller: Caller
@@ -80,26 +93,28 @@ class Following(Operations):
 
         A booking that ended without a result gives its execution status instead.
         """
-        handle, status = await self._find(user_id, caller)
-        if status == WorkflowExecutionStatus.COMPLETED:
+        handle, found = await self._find(user_id, caller)
+        if found.status == WorkflowExecutionStatus.COMPLETED:
             return await bounded(handle.result())
-        if status != WorkflowExecutionStatus.RUNNING:
-            return status
+        if found.status != WorkflowExecutionStatus.RUNNING:
+            return found.status
         query = handle.query(BookingWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
         try:
             return await bounded(query, QUERY_TIMEOUT)
         except RPCError as err:
             if err.status == RPCStatusCode.UNAVAILABLE:
                 raise  # Temporal's, not the worker's
-            raise Unavailable(NO_WORKER_ANSWERED) from None  # not an outage: the breaker stays
         except (TimeoutError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
-            # No worker, or one that cannot answer (say, mid-deploy): not now.
-            raise Unavailable(NO_WORKER_ANSWERED) from None
+            pass  # no worker, or one that cannot answer it
+        # Not an outage (the breaker stays): stuck for good, or not now (say, mid-restart).
+        waits = await bounded(waiting_for(self.client, found))
+        raise Unavailable(f"the booking cannot move: {waits}" if waits else NO_WORKER_ANSWERED)
 
     @reaching_temporal
     async def cancel(self, user_id: str, caller: Caller) -> str:
         """Ask a running booking to cancel (its undos run); return its id."""
-        handle, status = await self._find(user_id, caller)
+        handle, found = await self._find(user_id, caller)
+        status = found.status
         ended = BookingEnded(f"booking {user_id} has already ended", user_id)
         if status != WorkflowExecutionStatus.RUNNING:
             raise ended
@@ -143,6 +158,14 @@ class Following(Operations):
         return len(fresh)
 
     @reaching_temporal
+    async def check_nothing_stuck(self) -> None:
+        """Raise `BookingsStuck` if any booking cannot make progress (`deployment.stuck`)."""
+        if found := await bounded(stuck(self.client, self.deployment_name, self.task_queue)):
+            detail = "; ".join(map(str, found))
+            ids = [user_id for group in found for user_id in group.bookings.user_ids]
+            raise BookingsStuck(f'{detail} (docs/operating.md, "Stuck bookings")', ids)
+
+    @reaching_temporal
     async def list_bookings(
         self,
         status: Outcome | None,
@@ -181,8 +204,8 @@ class Following(Operations):
 
     async def _find(
         self, user_id: str, caller: Caller
-    ) -> tuple[Handle, WorkflowExecutionStatus | None]:
-        """Return a booking's handle and status; `BookingNotFound` unless `caller` may see it.
+    ) -> tuple[Handle, WorkflowExecutionDescription]:
+        """Return a booking's handle and description; `BookingNotFound` unless `caller` may see it.
 
         Another client's booking is not found, exactly as a missing one: its
         existence is not told.
@@ -199,7 +222,7 @@ class Following(Operations):
             raise
         if description.workflow_type != "BookingWorkflow" or not caller.may_see(owner(description)):
             raise missing
-        return handle, description.status
+        return handle, description
 
 
 def listing_query(

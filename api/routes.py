@@ -104,8 +104,10 @@ def healthz() -> Response:
 @blueprint.get("/readyz")
 @operation("ready", {200: Answer("ready", Health)}, problems=(502, 503), public=True)
 async def readyz() -> Response:
-    """Answer when Temporal is reachable and a worker polls the task queue."""
-    return send(Health(status="ready", workers=await following().workers()))
+    """Answer when Temporal is reachable, a worker polls the task queue, and no booking is stuck."""
+    workers = await following().workers()
+    await following().check_nothing_stuck()
+    return send(Health(status="ready", workers=workers))
 
 
 @blueprint.get("/openapi.json")

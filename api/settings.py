@@ -7,7 +7,12 @@ from pathlib import Path
 
 from api.access import ApiKeys, is_loopback, read_keys
 from config import ConfigError, number_from_env, port_from_env
-from shared import DEFAULT_DEADLINE_SECONDS, MAX_DEADLINE_SECONDS, TASK_QUEUE_NAME
+from shared import (
+    DEFAULT_DEADLINE_SECONDS,
+    DEPLOYMENT_NAME,
+    MAX_DEADLINE_SECONDS,
+    TASK_QUEUE_NAME,
+)
 
 SPARE_THREADS = 2
 """Request threads per process that never wait on Temporal."""
@@ -24,6 +29,8 @@ class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 3000
     task_queue: str = TASK_QUEUE_NAME
+    deployment_name: str = DEPLOYMENT_NAME
+    """The workers' deployment, whose versions `/readyz` checks for stuck bookings."""
     book_wait_seconds: float = 30.0
     """How long `POST /book` waits for the saga's end before answering 202."""
     processes: int = 1
@@ -39,7 +46,7 @@ class ApiSettings:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "ApiSettings":
         """Read the settings from the environment (docs/operating.md, "Configuration").
 
-        HOST, PORT, TEMPORAL_TASK_QUEUE, BOOK_WAIT_SECONDS, WEB_CONCURRENCY,
+        HOST, PORT, TEMPORAL_TASK_QUEUE, WORKER_DEPLOYMENT_NAME, BOOK_WAIT_SECONDS, WEB_CONCURRENCY,
         API_THREADS, BOOKING_DEADLINE_SECONDS, API_KEYS_FILE and ALLOW_ANONYMOUS.
         """
         host = env.get("HOST", cls.host)
@@ -47,6 +54,7 @@ class ApiSettings:
             host=host,
             port=port_from_env(env, "PORT", cls.port),
             task_queue=task_queue_from_env(env, cls.task_queue),
+            deployment_name=env.get("WORKER_DEPLOYMENT_NAME", cls.deployment_name),
             book_wait_seconds=number_from_env(
                 env, "BOOK_WAIT_SECONDS", float, cls.book_wait_seconds, low=0.1, high=3600
             ),

@@ -69,6 +69,14 @@ class Unavailable(BookingError):
     """
 
 
+class BookingsStuck(Unavailable):
+    """Bookings that cannot make progress until a person acts (docs/operating.md)."""
+
+    def __init__(self, detail: str, user_ids: list[str]) -> None:
+        super().__init__(detail)
+        self.user_ids = user_ids
+
+
 def reaching_temporal(
     operation: Callable[Concatenate[Ops, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[Ops, P], Coroutine[Any, Any, T]]:

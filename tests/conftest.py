@@ -16,7 +16,13 @@ from api.settings import ACCESS_VARIABLES, ApiSettings
 from starter import create_app
 from tests.support.calls import CallRecorder
 from tests.support.workers import EXTRA_NAMESPACE, quick_activities, worker_thread
-from tools.processes import SEARCH_ATTRIBUTE_FLAGS, SERVER_TUNING, free_port, temporal_binary
+from tools.processes import (
+    REPORTING_FLAGS,
+    SEARCH_ATTRIBUTE_FLAGS,
+    SERVER_TUNING,
+    free_port,
+    temporal_binary,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +55,7 @@ async def env(request: pytest.FixtureRequest) -> AsyncIterator[WorkflowEnvironme
             dev_server_extra_args=[
                 *SERVER_TUNING,
                 *SEARCH_ATTRIBUTE_FLAGS,
+                *REPORTING_FLAGS,
                 "--namespace",
                 EXTRA_NAMESPACE,
             ],

@@ -37,6 +37,13 @@ SERVER_TUNING = (
 )
 """Dev-server flags measured to matter (docs/operating.md, "Dev server settings")."""
 
+REPORTING_FLAGS = (
+    "--dynamic-config-value",
+    "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=2",
+)
+"""Marks a run whose workflow task keeps failing after 2 failures, not 5: its
+booking is reported stuck within a minute (`deployment.REPORTED_PROBLEMS`)."""
+
 SEARCH_ATTRIBUTE_TYPES = {key.name: type_name(key.indexed_value_type) for key in SEARCH_ATTRIBUTES}
 """The saga's search attributes as the CLI names them: `{"BookingStatus": "Keyword", ...}`."""
 
@@ -89,6 +96,7 @@ class ServerSettings:
             *([f"--db-filename={self.db_file}"] if persistent else []),
             "--log-level=error",
             *SEARCH_ATTRIBUTE_FLAGS,
+            *REPORTING_FLAGS,
             *(SERVER_TUNING if tuned else ()),
         ]
 

@@ -8,11 +8,14 @@ stops them in the order that loses nothing: the API first, then the worker
 """
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -66,7 +69,12 @@ class Stack:
     def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
         self.children: dict[str, Child] = {}
-        self.env = {"TEMPORAL_ADDRESS": settings.server.address, "PORT": str(settings.api.port)}
+        self.env = {
+            "TEMPORAL_ADDRESS": settings.server.address,
+            "PORT": str(settings.api.port),
+            # A restart after an edit of the saga deploys the edit (docs/operating.md).
+            "WORKER_SET_CURRENT": "always",
+        }
 
     def start(self, name: str, command: list[str]) -> None:
         """Start a child in its own process group, so Ctrl-C reaches only us."""
@@ -74,7 +82,15 @@ class Stack:
         self.children[name] = Child(command, cwd=ROOT, env=self.env, output=relay)
 
     def exited(self) -> str | None:
-        """Return the name of a child that has exited, if any."""
+        """Return the name of a child that has exited, if any.
+
+        A worker that exits 0 by itself has retired (its version drained, after
+        `make deploy` made another current): the stack goes on without it.
+        """
+        worker = self.children.get("worker")
+        if worker is not None and not worker.running and worker.process.returncode == 0:
+            print(" stack | worker retired: its version has drained", flush=True)
+            del self.children["worker"]
         return next((n for n, c in self.children.items() if not c.running), None)
 
     def stop(self) -> None:
@@ -105,9 +121,25 @@ def start_all(stack: Stack, stop: threading.Event) -> None:
     wait_until(partial(answers, server.ui_api), process, "the Web UI", stop)
     stack.start("worker", [sys.executable, "run_worker.py"])
     stack.start("api", [sys.executable, "starter.py"])
-    # Ready: Temporal reachable through the API and a worker polling the task queue.
-    ready = partial(answers, f"{stack.settings.api_url}/readyz")
+    # Ready: Temporal reachable through the API and a worker polling the task queue;
+    # or bookings stuck on an old version, which new bookings do not meet.
+    ready = partial(serves_new_bookings, f"{stack.settings.api_url}/readyz")
     wait_until(ready, stack.children["api"].process, "the API", stop)
+
+
+def serves_new_bookings(readyz: str) -> bool:
+    """Return whether `/readyz` says ready, or names stuck bookings (printed: new ones run)."""
+    try:
+        with urllib.request.urlopen(readyz, timeout=5) as response:
+            return bool(response.status == 200)
+    except urllib.error.HTTPError as err:
+        problem = json.loads(err.read() or b"{}")
+        if not problem.get("stuck"):
+            return False
+        print(f" stack | not ready: {problem['detail']}", flush=True)
+        return True
+    except OSError:  # refused, reset or timed out
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,393 @@
+"""The saga's worker deployment: its versions, the current one, and bookings that cannot move.
+
+Each change to the saga's code is a new version of the deployment (its build
+id is a digest of the code the workflow sandbox runs, `code_build_id`), and
+every booking is pinned to the version it started on: a run never meets
+code other than its own, so a changed saga is deployed while bookings run.
+New bookings go to the deployment's current version; an old version drains
+as its bookings end (docs/operating.md, "Deploying a changed saga").
+
+A booking can still be stranded (its version's workers gone; or workers
+that cannot replay it, after a change made without a new version):
+`stuck` finds such bookings, for the worker's log and metric and the API's
+`/readyz`, and `waiting_for` says what one of them waits for.
+"""
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from temporalio.api.deployment.v1 import WorkerDeploymentVersion as VersionProto
+from temporalio.api.enums.v1 import TaskQueueType, WorkerDeploymentVersionStatus
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkerDeploymentRequest,
+    DescribeWorkerDeploymentVersionRequest,
+    ListWorkflowExecutionsRequest,
+    SetWorkerDeploymentCurrentVersionRequest,
+    SetWorkerDeploymentRampingVersionRequest,
+)
+from temporalio.client import Client, WorkflowExecutionDescription
+from temporalio.common import WorkerDeploymentVersion
+from temporalio.service import RPCError, RPCStatusCode
+
+from config import PROJECT_DIR, ConfigError
+from shared import DEPLOYMENT_NAME, TASK_QUEUE_NAME
+
+log = logging.getLogger("deployment")
+
+SANDBOXED_CODE = ("workflows.py", "shared.py")
+"""The modules whose code decides a booking's commands: what the build id digests."""
+
+CALL_TIMEOUT = timedelta(seconds=10)
+"""How long each call to Temporal's deployment and visibility APIs may take."""
+
+STUCK_AFTER = timedelta(seconds=20)
+"""A version's task waiting this long for a worker means its bookings cannot move.
+
+A polling worker takes a task within milliseconds, and one restarting takes
+a few seconds; 20 s is neither.
+"""
+
+REPORTED_PROBLEMS = "TemporalReportedProblems"
+"""What Temporal sets on a run whose workflow task keeps failing (a worker that
+cannot replay it); after 5 failures by default, `system.numConsecutiveWorkflow
+TaskProblemsToTriggerSearchAttribute`, which `make run`'s server sets to 2."""
+
+DRAINING = (
+    WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINING,
+    WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINED,
+)
+"""A version that was current or ramping, and is no longer: it only finishes its runs."""
+
+SERVING = (
+    WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_CURRENT,
+    WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_RAMPING,
+    WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINING,
+)
+"""The versions that can have open bookings."""
+
+
+class SetCurrent(StrEnum):
+    """When a starting worker makes its own version the current one."""
+
+    IF_NONE = "if-none"
+    """The first deploy only: later ones are `make deploy`'s (the default)."""
+    ALWAYS = "always"
+    """Every start (`make run`, where a restart after an edit deploys the edit)."""
+    NEVER = "never"
+    """Never (`make deploy`'s new workers: it switches once they poll)."""
+
+
+def code_build_id(root: Path = PROJECT_DIR) -> str:
+    """Return the build id of the saga's code here: `saga-` and a digest of `SANDBOXED_CODE`."""
+    digest = hashlib.sha256()
+    for name in SANDBOXED_CODE:
+        digest.update((root / name).read_bytes())
+    return f"saga-{digest.hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class VersionSettings:
+    """The worker's version, and when it makes that version current."""
+
+    deployment_name: str = DEPLOYMENT_NAME
+    build_id: str = field(default_factory=code_build_id)
+    set_current: SetCurrent = SetCurrent.IF_NONE
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "VersionSettings":
+        """Read WORKER_DEPLOYMENT_NAME, WORKER_BUILD_ID and WORKER_SET_CURRENT."""
+        name = env.get("WORKER_DEPLOYMENT_NAME", DEPLOYMENT_NAME)
+        build_id = env.get("WORKER_BUILD_ID", "") or code_build_id()
+        for variable, value in (("WORKER_DEPLOYMENT_NAME", name), ("WORKER_BUILD_ID", build_id)):
+            if not value or any(c in value for c in ':."\\') or not value.isprintable():
+                raise ConfigError(f'{variable} must be a name without : . " or \\, not {value!r}')
+        when = env.get("WORKER_SET_CURRENT", SetCurrent.IF_NONE)
+        if when not in SetCurrent.__members__.values():
+            choices = ", ".join(SetCurrent)
+            raise ConfigError(f"WORKER_SET_CURRENT must be one of {choices}, not {when!r}")
+        return cls(name, build_id, SetCurrent(when))
+
+    @property
+    def version(self) -> WorkerDeploymentVersion:
+        """Return the version the worker polls as."""
+        return WorkerDeploymentVersion(self.deployment_name, self.build_id)
+
+
+def key(version: WorkerDeploymentVersion) -> str:
+    """Return `version` as the `TemporalWorkerDeploymentVersion` search attribute holds it."""
+    return f"{version.deployment_name}:{version.build_id}"
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where a deployment sends new bookings, and the state of each of its versions."""
+
+    current: str | None
+    """The current version's build id; None: no version is current (unversioned)."""
+    ramping: str | None
+    ramp_percentage: float
+    statuses: dict[str, int]
+    """Each version's `WorkerDeploymentVersionStatus`, by build id."""
+    conflict_token: bytes
+
+
+async def routing(client: Client, deployment_name: str) -> Routing | None:
+    """Return the deployment's routing; None if no worker of it ever polled."""
+    try:
+        response = await client.workflow_service.describe_worker_deployment(
+            DescribeWorkerDeploymentRequest(
+                namespace=client.namespace, deployment_name=deployment_name
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    info = response.worker_deployment_info
+    config = info.routing_config
+    return Routing(
+        current=config.current_deployment_version.build_id or None,
+        ramping=config.ramping_deployment_version.build_id or None,
+        ramp_percentage=config.ramping_version_percentage,
+        statuses={s.deployment_version.build_id: s.status for s in info.version_summaries},
+        conflict_token=response.conflict_token,
+    )
+
+
+async def polls(client: Client, version: WorkerDeploymentVersion, task_queue: str) -> bool:
+    """Return whether Temporal has seen workers of `version` poll `task_queue`'s two queues."""
+    try:
+        response = await client.workflow_service.describe_worker_deployment_version(
+            DescribeWorkerDeploymentVersionRequest(
+                namespace=client.namespace, deployment_version=proto(version)
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    seen = {q.type for q in response.version_task_queues if q.name == task_queue}
+    return seen >= {TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY}
+
+
+async def set_current(
+    client: Client, version: WorkerDeploymentVersion, conflict_token: bytes, identity: str
+) -> None:
+    """Make `version` current: new bookings start on it (and a ramp, if any, ends)."""
+    await client.workflow_service.set_worker_deployment_current_version(
+        SetWorkerDeploymentCurrentVersionRequest(
+            namespace=client.namespace,
+            deployment_name=version.deployment_name,
+            build_id=version.build_id,
+            conflict_token=conflict_token,
+            identity=identity,
+        ),
+        timeout=CALL_TIMEOUT,
+    )
+
+
+async def set_ramping(
+    client: Client,
+    version: WorkerDeploymentVersion,
+    percentage: float,
+    conflict_token: bytes,
+    identity: str,
+) -> None:
+    """Send `percentage` of new bookings to `version`; 0 % ends the ramp."""
+    await client.workflow_service.set_worker_deployment_ramping_version(
+        SetWorkerDeploymentRampingVersionRequest(
+            namespace=client.namespace,
+            deployment_name=version.deployment_name,
+            build_id=version.build_id if percentage else "",
+            percentage=percentage,
+            conflict_token=conflict_token,
+            identity=identity,
+        ),
+        timeout=CALL_TIMEOUT,
+    )
+
+
+@dataclass(frozen=True)
+class Bookings:
+    """How many open bookings match, and the ids of the first of them."""
+
+    count: int
+    user_ids: list[str]
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+async def open_bookings(client: Client, query: str, sample: int = 10) -> Bookings:
+    """Return the running bookings that `query` (a visibility filter) matches."""
+    query = f'WorkflowType = "BookingWorkflow" AND ExecutionStatus = "Running" AND {query}'
+    counted = await client.count_workflows(query, rpc_timeout=CALL_TIMEOUT)
+    if not counted.count or not sample:
+        return Bookings(counted.count, [])
+    listing = await client.workflow_service.list_workflow_executions(
+        ListWorkflowExecutionsRequest(namespace=client.namespace, query=query, page_size=sample),
+        timeout=CALL_TIMEOUT,
+    )
+    return Bookings(counted.count, [e.execution.workflow_id for e in listing.executions])
+
+
+async def pinned_to(client: Client, version: WorkerDeploymentVersion, sample: int = 0) -> Bookings:
+    """Return the open bookings pinned to `version`."""
+    return await open_bookings(
+        client, f'TemporalWorkerDeploymentVersion = "{key(version)}"', sample
+    )
+
+
+async def drained(client: Client, version: WorkerDeploymentVersion) -> bool:
+    """Return whether `version` is done: replaced as current, and no booking left on it."""
+    known = await routing(client, version.deployment_name)
+    if known is None or known.statuses.get(version.build_id) not in DRAINING:
+        return False
+    return (await pinned_to(client, version)).count == 0
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """Bookings that cannot make progress, for one reason."""
+
+    reason: str
+    bookings: Bookings
+
+    def __str__(self) -> str:
+        ids = ", ".join(self.bookings.user_ids)
+        more = self.bookings.count - len(self.bookings.user_ids)
+        return f"{self.bookings.count} {self.reason}: {ids}{f' and {more} more' if more else ''}"
+
+
+async def stuck(
+    client: Client, deployment_name: str = DEPLOYMENT_NAME, task_queue: str = TASK_QUEUE_NAME
+) -> list[Stuck]:
+    """Return the bookings that cannot make progress, grouped by why."""
+    found: list[Stuck] = []
+    failing = await open_bookings(
+        client, f'TaskQueue = "{task_queue}" AND {REPORTED_PROBLEMS} IS NOT NULL'
+    )
+    if failing.count:
+        found.append(Stuck("bookings whose workflow task keeps failing", failing))
+    known = await routing(client, deployment_name)
+    for build_id, status in (known.statuses if known else {}).items():
+        version = WorkerDeploymentVersion(deployment_name, build_id)
+        if status not in SERVING or not await unserved(client, version, task_queue):
+            continue
+        waiting = await pinned_to(client, version, sample=10)
+        reason = f"bookings pinned to version {key(version)}, which no worker takes"
+        if waiting.count:
+            found.append(Stuck(reason, waiting))
+        if known is not None and build_id == known.current:
+            # New bookings are pinned by their first workflow task, which waits too.
+            unpinned = f'TaskQueue = "{task_queue}" AND TemporalWorkerDeploymentVersion IS NULL'
+            if new := await open_bookings(client, unpinned):
+                found.append(Stuck(f"new bookings, sent to version {key(version)}", new))
+    return found
+
+
+async def unserved(client: Client, version: WorkerDeploymentVersion, task_queue: str) -> bool:
+    """Return whether a task of `version` on `task_queue` has waited `STUCK_AFTER` for a worker."""
+    try:
+        response = await client.workflow_service.describe_worker_deployment_version(
+            DescribeWorkerDeploymentVersionRequest(
+                namespace=client.namespace,
+                deployment_version=proto(version),
+                report_task_queue_stats=True,
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return any(
+        queue.stats.approximate_backlog_age.ToTimedelta() > STUCK_AFTER
+        for queue in response.version_task_queues
+        if queue.name == task_queue
+    )
+
+
+async def waiting_for(client: Client, description: WorkflowExecutionDescription) -> str | None:
+    """Return what keeps a running booking from moving, if something does."""
+    problems = description.raw_description.workflow_execution_info.search_attributes
+    if REPORTED_PROBLEMS in problems.indexed_fields:
+        return (
+            "its workflow task keeps failing: the workers cannot replay it "
+            "(a change to the saga deployed without a new version?)"
+        )
+    versioning = description.raw_description.workflow_execution_info.versioning_info
+    pinned = versioning.deployment_version
+    if not pinned.build_id:
+        return None
+    version = WorkerDeploymentVersion(pinned.deployment_name, pinned.build_id)
+    if await unserved(client, version, description.task_queue):
+        return f"it is pinned to version {key(version)}, and no worker of that version takes it"
+    return None
+
+
+POLL_SEEN_WITHIN = timedelta(seconds=30)
+"""How long a started worker's version may take to show up in its deployment (0.4 s here)."""
+
+
+class VersionProblem(Exception):
+    """The deployment cannot do what was asked of it; the message says why."""
+
+
+async def await_polls(
+    client: Client,
+    version: WorkerDeploymentVersion,
+    task_queue: str,
+    within: timedelta = POLL_SEEN_WITHIN,
+) -> None:
+    """Return once Temporal has seen `version` poll `task_queue`; `VersionProblem` if not soon."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within.total_seconds()
+    while not await polls(client, version, task_queue):
+        if loop.time() > deadline:
+            raise VersionProblem(f"Temporal saw no worker of {key(version)} poll within {within}")
+        await asyncio.sleep(0.2)
+
+
+async def take_current(client: Client, settings: VersionSettings, task_queue: str) -> str:
+    """Make the worker's version current if `settings.set_current` says so; say what stands.
+
+    Call it once the worker polls. A conflict (another worker switched between
+    our read and our write) is read again, so the last writer knows who won.
+    """
+    version = settings.version
+    await await_polls(client, version, task_queue)
+    for _ in range(3):
+        known = await routing(client, version.deployment_name)
+        current = known.current if known else None
+        if current == version.build_id:
+            return f"Version {key(version)} is current"
+        wanted = settings.set_current == SetCurrent.ALWAYS or (
+            settings.set_current == SetCurrent.IF_NONE and current is None
+        )
+        if not wanted or known is None:
+            return (
+                f"Version {key(version)} is not current: new bookings go to {current}, "
+                "until `make deploy` switches them (docs/operating.md)"
+            )
+        try:
+            await set_current(client, version, known.conflict_token, client.identity)
+        except RPCError as err:
+            if err.status not in (RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.ABORTED):
+                raise VersionProblem(f"cannot make {key(version)} current: {err.message}") from err
+            continue
+        return f"Version {key(version)} is now current (was {current or 'none'})"
+    raise VersionProblem(f"cannot make {key(version)} current: the deployment keeps changing")
+
+
+def proto(version: WorkerDeploymentVersion) -> VersionProto:
+    """Return `version` as the API's message."""
+    return VersionProto(deployment_name=version.deployment_name, build_id=version.build_id)
