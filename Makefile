@@ -12,12 +12,17 @@ WORKER_METRICS_ADDRESS ?= 127.0.0.1:9464
 # Where `make api-key` keeps the keys' hashes; the API reads it when API_KEYS_FILE is set.
 API_KEYS_FILE ?= api-keys.txt
 
-.PHONY: run api-key test lint typecheck pytest audit chaos histories screenshots bench clean
+.PHONY: run deploy api-key test lint typecheck pytest audit chaos histories screenshots bench clean
 
 # The product needs the runtime alone (requirements.txt).
 run: $(VENV)/.runtime
 	SIM_LATENCY_SECONDS=$(SIM_LATENCY_SECONDS) WORKER_METRICS_ADDRESS=$(WORKER_METRICS_ADDRESS) \
 		$(BIN)/python -m tools.stack
+
+# Deploys this checkout's saga as a new version beside the running one, while bookings
+# run (docs/operating.md, "Deploying a changed saga"). Options: make deploy DEPLOY_ARGS=--help
+deploy: $(VENV)/.runtime
+	SIM_LATENCY_SECONDS=$(SIM_LATENCY_SECONDS) $(BIN)/python -m tools.deploy $(DEPLOY_ARGS)
 
 # Makes an API key: prints it once, and appends its hash to API_KEYS_FILE (docs/access.md).
 api-key: $(VENV)/.runtime

@@ -18,7 +18,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -246,12 +246,41 @@ async def pinned_to(client: Client, version: WorkerDeploymentVersion, sample: in
     )
 
 
+async def started_on(client: Client, version: WorkerDeploymentVersion, since: datetime) -> int:
+    """Return how many bookings started on `version` since `since`, open or ended."""
+    query = (
+        f'WorkflowType = "BookingWorkflow" AND TemporalWorkerDeploymentVersion = "{key(version)}"'
+        f' AND StartTime >= "{since.isoformat()}"'
+    )
+    return (await client.count_workflows(query, rpc_timeout=CALL_TIMEOUT)).count
+
+
 async def drained(client: Client, version: WorkerDeploymentVersion) -> bool:
     """Return whether `version` is done: replaced as current, and no booking left on it."""
     known = await routing(client, version.deployment_name)
     if known is None or known.statuses.get(version.build_id) not in DRAINING:
         return False
     return (await pinned_to(client, version)).count == 0
+
+
+async def failing_since(
+    client: Client, task_queue: str, since: datetime, sample: int = 20
+) -> Bookings:
+    """Return the open bookings started on `task_queue` since `since` whose workflow task failed.
+
+    A workflow task is tried again after it fails: a pending one on its
+    second attempt or later has failed (a worker that cannot run the new code).
+    """
+    started = await open_bookings(
+        client, f'TaskQueue = "{task_queue}" AND StartTime >= "{since.isoformat()}"', sample
+    )
+    failing = []
+    for user_id in started.user_ids:
+        handle = client.get_workflow_handle(user_id)
+        described = (await handle.describe(rpc_timeout=CALL_TIMEOUT)).raw_description
+        if described.pending_workflow_task.attempt >= 2:
+            failing.append(user_id)
+    return Bookings(len(failing), failing)
 
 
 @dataclass(frozen=True)
@@ -375,8 +404,8 @@ async def take_current(client: Client, settings: VersionSettings, task_queue: st
         )
         if not wanted or known is None:
             return (
-                f"Version {key(version)} is not current: new bookings go to {current}, "
-                "until `make deploy` switches them (docs/operating.md)"
+                f"Version {key(version)} waits to be made current (`make deploy`, "
+                f"docs/operating.md); new bookings go to {current}"
             )
         try:
             await set_current(client, version, known.conflict_token, client.identity)

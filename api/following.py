@@ -1,6 +1,9 @@
 """Following bookings: find one, show where it stands, cancel it, list them, count workers."""
 
-from dataclasses import dataclass
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import TaskQueueType
@@ -34,7 +37,7 @@ from api.temporal import (
     owner,
     reaching_temporal,
 )
-from deployment import stuck, waiting_for
+from deployment import Stuck, stuck, waiting_for
 from namespace import missing_for_api
 from shared import (
     BOOKING_CLIENT,
@@ -57,6 +60,9 @@ PAGE_TOKEN_REFUSED = {RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN}
 
 NO_WORKER_ANSWERED = "no worker answered; try again shortly"
 
+STUCK_CHECK_EVERY = timedelta(seconds=5)
+"""How long `/readyz` reuses a look for stuck bookings."""
+
 
 @dataclass(frozen=True)
 class ListedBooking:
@@ -78,12 +84,37 @@ class BookingPage:
     next_page_token: bytes | None
 
 
+@dataclass
+class StuckCheck:
+    """The last look for stuck bookings, reused for `STUCK_CHECK_EVERY`.
+
+    Readiness probes come often, from every load balancer, and Temporal
+    limits the calls per deployment (RESOURCE_EXHAUSTED): one look serves them all.
+    """
+
+    found: list[Stuck] = field(default_factory=list)
+    at: float = -math.inf
+
+    async def or_new(self, look: Callable[[], Awaitable[list[Stuck]]]) -> list[Stuck]:
+        """Return the last look's finding if recent, else `look` again."""
+        now = time.monotonic()
+        if now - self.at >= STUCK_CHECK_EVERY.total_seconds():
+            try:
+                self.found = await look()
+            except RPCError as err:
+                if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                    raise
+            self.at = now
+        return self.found
+
+
 @dataclass(frozen=True)
 class Following(Operations):
     """Finds, follows, cancels and lists bookings; tells whether the saga can be served."""
 
     deployment_name: str = DEPLOYMENT_NAME
     """The worker deployment whose versions serve the task queue."""
+    last_stuck: StuckCheck = field(default_factory=StuckCheck)
 
     @reaching_temporal
     async def status(
@@ -160,7 +191,9 @@ class Following(Operations):
     @reaching_temporal
     async def check_nothing_stuck(self) -> None:
         """Raise `BookingsStuck` if any booking cannot make progress (`deployment.stuck`)."""
-        if found := await bounded(stuck(self.client, self.deployment_name, self.task_queue)):
+        if found := await self.last_stuck.or_new(
+            lambda: bounded(stuck(self.client, self.deployment_name, self.task_queue))
+        ):
             detail = "; ".join(map(str, found))
             ids = [user_id for group in found for user_id in group.bookings.user_ids]
             raise BookingsStuck(f'{detail} (docs/operating.md, "Stuck bookings")', ids)

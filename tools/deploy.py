@@ -1,0 +1,266 @@
+"""`make deploy`: ship this checkout's saga as a new version while bookings run.
+
+Each stage is printed as it happens (docs/operating.md, "Deploying a changed saga"):
+
+1. start workers of the new version beside the old ones (`--workers`; 0: they
+   are started elsewhere, by an orchestrator);
+2. wait until Temporal sees them poll;
+3. send new bookings to them: a share first if `--ramp` says so, then all;
+4. watch the first bookings on the new version (`--canary-for`): one whose
+   workflow task fails puts the old version back, and the command fails;
+5. wait until the old version has drained, printing the bookings open on
+   each version; its workers stop themselves then (`run_worker.py`).
+
+The new workers it started then run in the foreground until Ctrl-C. If
+the new version never shows up, or fails its first bookings, the current
+version is left as it was and the command says why (exit status 1).
+"""
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from temporalio.client import Client
+from temporalio.common import WorkerDeploymentVersion
+from temporalio.service import RPCError
+
+from config import ConfigError, temporal_connect_config
+from deployment import (
+    POLL_SEEN_WITHIN,
+    VersionProblem,
+    VersionSettings,
+    await_polls,
+    drained,
+    failing_since,
+    key,
+    pinned_to,
+    routing,
+    set_current,
+    set_ramping,
+    started_on,
+)
+from shared import TASK_QUEUE_NAME
+from tools.children import Child
+from tools.processes import ROOT, exit_at_once
+
+WATCH_EVERY = 2.0
+"""Seconds between two looks at the deployment while a stage waits."""
+
+DRAINED_CHECKS = 2
+"""Consecutive looks that must find the old version drained (visibility lags a moment)."""
+
+STOP_TIMEOUT = 30.0
+"""Seconds the new workers get to drain on Ctrl-C before SIGKILL."""
+
+
+class DeployFailed(Exception):
+    """The new version did not take over; the current one stays. The message says why."""
+
+
+def say(stage: str) -> None:
+    """Print one stage of the deploy."""
+    print(f"deploy | {stage}", flush=True)
+
+
+def labelled(build_id: str, line: str) -> None:
+    """Print a new worker's output line behind its version."""
+    print(f"{build_id} | {line}", end="", flush=True)
+
+
+class Deploy:
+    """One deploy: the new version, the one it replaces, and the workers it started."""
+
+    def __init__(self, client: Client, new: VersionSettings, task_queue: str) -> None:
+        self.client = client
+        self.new = new.version
+        self.task_queue = task_queue
+        self.old: WorkerDeploymentVersion | None = None
+        self.workers: list[Child] = []
+        self.stop = asyncio.Event()
+        self.counts = ""
+
+    def start_workers(self, count: int, env: Mapping[str, str]) -> None:
+        """Start `count` workers of the new version; they wait to be made current."""
+        worker_env = {
+            **env,
+            "WORKER_DEPLOYMENT_NAME": self.new.deployment_name,
+            "WORKER_BUILD_ID": self.new.build_id,
+            "WORKER_SET_CURRENT": "never",
+            "TEMPORAL_TASK_QUEUE": self.task_queue,
+        }
+        relay = partial(labelled, self.new.build_id)
+        for _ in range(count):
+            command = [sys.executable, "run_worker.py"]
+            self.workers.append(Child(command, cwd=ROOT, env=worker_env, output=relay))
+        if count:
+            say(f"started {count} worker(s) of {key(self.new)}")
+
+    def stop_workers(self) -> None:
+        """Stop the workers this deploy started, each draining its activities."""
+        for worker in self.workers:
+            worker.stop(STOP_TIMEOUT)
+
+    def exited(self) -> str | None:
+        """Return why, if a worker this deploy started has exited."""
+        if any(not worker.running for worker in self.workers):
+            return f"a worker of {key(self.new)} exited"
+        return None
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep `seconds`; raise `DeployFailed` if interrupted meanwhile."""
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        except TimeoutError:
+            return
+        raise DeployFailed("interrupted")
+
+    async def switch(self, percentage: float | None = None) -> None:
+        """Send new bookings to the new version: `percentage` of them, or all (current)."""
+        known = await routing(self.client, self.new.deployment_name)
+        token = known.conflict_token if known else b""
+        identity = f"make deploy ({self.client.identity})"
+        if percentage is None:
+            await set_current(self.client, self.new, token, identity)
+        else:
+            await set_ramping(self.client, self.new, percentage, token, identity)
+
+    async def roll_back(self, why: str) -> None:
+        """Put the old version back as current (or end the ramp), and say why."""
+        known = await routing(self.client, self.new.deployment_name)
+        if known is not None and known.ramping == self.new.build_id:
+            await set_ramping(self.client, self.new, 0, known.conflict_token, self.client.identity)
+        elif self.old is not None and known is not None:
+            await set_current(self.client, self.old, known.conflict_token, self.client.identity)
+        back = key(self.old) if self.old else "no version"
+        raise DeployFailed(f"{why}; new bookings go to {back} again")
+
+    async def say_counts(self) -> None:
+        """Print the bookings open on each version, when they have changed."""
+        versions = [v for v in (self.old, self.new) if v is not None]
+        counts = [f"{key(v)} {(await pinned_to(self.client, v)).count}" for v in versions]
+        now = f"open bookings: {', '.join(counts)}"
+        if now != self.counts:
+            say(now)
+            self.counts = now
+
+    async def watch_first_bookings(self, since: datetime, seconds: float) -> None:
+        """Fail the deploy if a booking started on the new version keeps failing its task."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while loop.time() < until:
+            await self.wait(WATCH_EVERY)
+            if exited := self.exited():
+                await self.roll_back(exited)
+            if failing := await failing_since(self.client, self.task_queue, since):
+                ids = ", ".join(failing.user_ids)
+                await self.roll_back(f"{key(self.new)} fails the workflow task of {ids}")
+            await self.say_counts()
+        taken = await started_on(self.client, self.new, since)
+        say(f"{key(self.new)} took {taken} booking(s) in {seconds:.0f} s, none failing")
+
+    async def await_drained(self) -> None:
+        """Return once the old version has no open booking, printing the counts as they change."""
+        if self.old is None:
+            return
+        checks = 0
+        while checks < DRAINED_CHECKS:
+            await self.wait(WATCH_EVERY)
+            await self.say_counts()
+            checks = checks + 1 if await drained(self.client, self.old) else 0
+        say(f"{key(self.old)} has drained: its workers stop themselves now")
+
+
+async def deploy(deployment: Deploy, args: argparse.Namespace) -> None:
+    """Run the stages; raise `DeployFailed` if the new version does not take over."""
+    client, new = deployment.client, deployment.new
+    known = await routing(client, new.deployment_name)
+    if known is not None and known.current == new.build_id:
+        say(f"{key(new)} is already current: nothing to deploy")
+        return
+    if known is not None and known.current:
+        deployment.old = WorkerDeploymentVersion(new.deployment_name, known.current)
+    say(f"deploying {key(new)}; current: {key(deployment.old) if deployment.old else 'none'}")
+    await deployment.say_counts()
+    deployment.start_workers(args.workers, os.environ)
+    say(f"waiting for Temporal to see {key(new)} poll {deployment.task_queue!r}")
+    try:
+        await await_polls(client, new, deployment.task_queue, timedelta(seconds=args.poll_within))
+    except VersionProblem as err:
+        raise DeployFailed(str(err)) from None
+    if exited := deployment.exited():
+        raise DeployFailed(exited)
+    if args.ramp:
+        since = datetime.now(UTC)
+        await deployment.switch(args.ramp)
+        say(f"ramping: {args.ramp:g} % of new bookings go to {key(new)}")
+        await deployment.watch_first_bookings(since, args.ramp_for)
+    since = datetime.now(UTC)
+    await deployment.switch()
+    say(f"{key(new)} is current: new bookings start on it")
+    await deployment.watch_first_bookings(since, args.canary_for)
+    await deployment.await_drained()
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Temporal, the task queue and the deployment come from the environment "
+        "(TEMPORAL_*, WORKER_DEPLOYMENT_NAME, WORKER_BUILD_ID): docs/operating.md.",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="new workers to start here; 0: started elsewhere"
+    )
+    parser.add_argument(
+        "--poll-within",
+        type=float,
+        default=POLL_SEEN_WITHIN.total_seconds(),
+        help="seconds the new version may take to show up (%(default)s)",
+    )
+    parser.add_argument("--ramp", type=float, default=0, help="percentage to ramp first; 0: none")
+    parser.add_argument("--ramp-for", type=float, default=30, help="seconds of ramp (30)")
+    parser.add_argument(
+        "--canary-for", type=float, default=20, help="seconds to watch its first bookings (20)"
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 0 or not 0 <= args.ramp < 100 or min(args.ramp_for, args.canary_for) < 0:
+        parser.error("--workers and the seconds must be >= 0, --ramp from 0 to below 100")
+    return args
+
+
+async def main(argv: list[str] | None = None) -> int:
+    """Deploy; with workers started here, keep them until Ctrl-C. Return the exit status."""
+    args = parse(argv)
+    try:
+        new = VersionSettings.from_env(os.environ)
+    except ConfigError as err:
+        print(f"make deploy: {err}", file=sys.stderr)
+        return 2
+    client = await Client.connect(**temporal_connect_config())
+    deployment = Deploy(client, new, os.environ.get("TEMPORAL_TASK_QUEUE", TASK_QUEUE_NAME))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, deployment.stop.set)
+    try:
+        await deploy(deployment, args)
+        if deployment.workers:
+            say(f"{key(new.version)} serves; its worker(s) run here until Ctrl-C")
+            await deployment.stop.wait()
+    except DeployFailed as err:
+        say(f"failed: {err}")
+        return 1
+    except RPCError as err:
+        say(f"failed: Temporal answered {err.status.name if err.status else '?'}: {err.message}")
+        return 1
+    finally:
+        deployment.stop_workers()
+    return 0
+
+
+if __name__ == "__main__":
+    exit_at_once(asyncio.run(main()))
