@@ -44,7 +44,12 @@ SANDBOXED_CODE = ("workflows.py", "shared.py")
 """The modules whose code decides a booking's commands: what the build id digests."""
 
 CALL_TIMEOUT = timedelta(seconds=10)
-"""How long each call to Temporal's deployment and visibility APIs may take."""
+"""How long each call to Temporal's deployment and visibility APIs may take.
+
+Every call is made with the SDK's retries (`retry=True`): a deployment busy
+with an update answers RESOURCE_EXHAUSTED ("too many requests issued to
+Worker Deployment") for a moment, as when a new version's workers register.
+"""
 
 STUCK_AFTER = timedelta(seconds=20)
 """A version's task waiting this long for a worker means its bookings cannot move.
@@ -144,6 +149,7 @@ async def routing(client: Client, deployment_name: str) -> Routing | None:
             DescribeWorkerDeploymentRequest(
                 namespace=client.namespace, deployment_name=deployment_name
             ),
+            retry=True,
             timeout=CALL_TIMEOUT,
         )
     except RPCError as err:
@@ -168,6 +174,7 @@ async def polls(client: Client, version: WorkerDeploymentVersion, task_queue: st
             DescribeWorkerDeploymentVersionRequest(
                 namespace=client.namespace, deployment_version=proto(version)
             ),
+            retry=True,
             timeout=CALL_TIMEOUT,
         )
     except RPCError as err:
@@ -190,6 +197,7 @@ async def set_current(
             conflict_token=conflict_token,
             identity=identity,
         ),
+        retry=True,
         timeout=CALL_TIMEOUT,
     )
 
@@ -211,6 +219,7 @@ async def set_ramping(
             conflict_token=conflict_token,
             identity=identity,
         ),
+        retry=True,
         timeout=CALL_TIMEOUT,
     )
 
@@ -234,6 +243,7 @@ async def open_bookings(client: Client, query: str, sample: int = 10) -> Booking
         return Bookings(counted.count, [])
     listing = await client.workflow_service.list_workflow_executions(
         ListWorkflowExecutionsRequest(namespace=client.namespace, query=query, page_size=sample),
+        retry=True,
         timeout=CALL_TIMEOUT,
     )
     return Bookings(counted.count, [e.execution.workflow_id for e in listing.executions])
@@ -332,6 +342,7 @@ async def unserved(client: Client, version: WorkerDeploymentVersion, task_queue:
                 deployment_version=proto(version),
                 report_task_queue_stats=True,
             ),
+            retry=True,
             timeout=CALL_TIMEOUT,
         )
     except RPCError as err:

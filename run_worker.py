@@ -24,7 +24,7 @@ from deployment import VersionSettings, drained, key, stuck, take_current
 from namespace import NamespaceProblem, prepare
 from providers import ProviderStore, Simulation
 from shared import TASK_QUEUE_NAME
-from workflows import BookingWorkflow
+from workflows import VERSIONING, BookingWorkflow
 
 log = logging.getLogger("run_worker")
 
@@ -93,7 +93,9 @@ def build_worker(
     """
     deployment = None
     if version is not None:
-        deployment = WorkerDeploymentConfig(version=version, use_worker_versioning=True)
+        deployment = WorkerDeploymentConfig(
+            version=version, use_worker_versioning=True, default_versioning_behavior=VERSIONING
+        )
     return Worker(
         client,
         task_queue=task_queue,

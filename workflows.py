@@ -57,6 +57,12 @@ UNDO_RETRY = RetryPolicy(
 """Undos: back off from 1 s to every 30 s; the input sets the attempts (10 by
 default, about 2.5 minutes), after which the leg is left for a person."""
 
+VERSIONING = VersioningBehavior.PINNED
+"""A booking runs to its end on the worker version it started on: a changed
+saga is deployed as a new version while bookings run (docs/operating.md,
+"Deploying a changed saga"). Versioned workers give it to every run; it is
+not on the `workflow.defn`, which unversioned workers (the tests') refuse to run."""
+
 STEP_TIMEOUT = timedelta(seconds=10)
 """Longest a single provider call may take before Temporal retries it."""
 
@@ -121,10 +127,7 @@ class Deadline:
             self.timer.cancel()
 
 
-# Pinned: a booking runs to its end on the worker version it started on, so a
-# changed saga is deployed as a new version while bookings run
-# (docs/operating.md, "Deploying a changed saga"). Unversioned workers ignore it.
-@workflow.defn(versioning_behavior=VersioningBehavior.PINNED)
+@workflow.defn
 class BookingWorkflow:
     """Books a trip as a saga; the result says what was booked or undone."""
 

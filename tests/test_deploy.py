@@ -1,0 +1,273 @@
+"""Deploying a changed saga while bookings run (docs/operating.md, "Deploying a changed saga").
+
+v1 is this checkout's saga, run by a worker in the test whose car rental
+holds every booking until the test lets it answer. v2 books the hotel before
+the car: a copy of the project with the two `Step` lines swapped, deployed
+from the copy by `python -m tools.deploy`, the command behind `make deploy`.
+The negative control deploys the same change the old way, by a plain
+restart of an unversioned worker, and shows that the checks see it.
+"""
+
+import asyncio
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType, VersioningBehavior
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import MetricMeter
+from temporalio.exceptions import ApplicationError
+
+from activities import BookingActivities
+from deployment import SetCurrent, VersionSettings, code_build_id, routing
+from providers import ProviderStore
+from run_worker import WorkerSettings, build_worker, look_after_version
+from shared import BookingState, BookVacationInput, Outcome, Reservation
+from tests.support.trips import trip
+from tests.support.workers import quick
+from tools.audit import run_audit
+from tools.children import Child
+from tools.processes import ROOT
+from workflows import BookingWorkflow
+
+V1_ORDER = ["book_car", "book_hotel", "book_flight"]
+V2_ORDER = ["book_hotel", "book_car", "book_flight"]
+
+HOLD_SECONDS = 5.0
+"""Longest one held attempt waits (under the activity's 10 s start-to-close), then it
+asks to be retried, and waits again."""
+
+
+class HeldCar(BookingActivities):
+    """The car rental takes every call and answers none until the test opens it."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.opened = asyncio.Event()
+        self.reached: set[str] = set()
+
+    @activity.defn(name="book_car")
+    async def book_car(self, book_input: BookVacationInput) -> Reservation:
+        self.reached.add(book_input.book_user_id)
+        try:
+            await asyncio.wait_for(self.opened.wait(), HOLD_SECONDS)
+        except TimeoutError:
+            raise ApplicationError("held by the test", type="ProviderDown") from None
+        return await super().book_car(book_input)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What one booking must have done: its outcome, its steps, and the version it ran on."""
+
+    booking: BookVacationInput
+    order: list[str]
+    build_id: str
+
+    @property
+    def outcome(self) -> Outcome:
+        valid = self.booking.book_hotel_id.startswith("valid")
+        return Outcome.CONFIRMED if valid else Outcome.CANCELLED
+
+
+def changed_copy(destination: Path) -> Path:
+    """Copy the project to `destination` with the hotel booked before the car; return it."""
+    shutil.copytree(
+        ROOT,
+        destination,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", ".temporal", ".providers", "docs", "__pycache__", ".*_cache"
+        ),
+    )
+    saga = destination / "workflows.py"
+    lines = saga.read_text().splitlines(keepends=True)
+    car = next(i for i, line in enumerate(lines) if line.startswith("    Step(Leg.CAR,"))
+    hotel = next(i for i, line in enumerate(lines) if line.startswith("    Step(Leg.HOTEL,"))
+    assert hotel == car + 1, "the saga's first two steps are no longer one line each"
+    lines[car], lines[hotel] = lines[hotel], lines[car]
+    saga.write_text("".join(lines))
+    assert code_build_id(destination) != code_build_id()
+    return destination
+
+
+def trips(count: int) -> list[BookVacationInput]:
+    """Return `count` bookings, every fourth with a hotel that refuses (so it is undone)."""
+    return [
+        trip(hotel="invalid-hotel-id" if i % 4 == 3 else "valid-hotel-id", attempts=10)
+        for i in range(count)
+    ]
+
+
+async def start(client: Client, task_queue: str, bookings: list[BookVacationInput]) -> None:
+    await asyncio.gather(
+        *(
+            client.start_workflow(BookingWorkflow.run, b, id=b.book_user_id, task_queue=task_queue)
+            for b in bookings
+        )
+    )
+
+
+async def until(holds: Any, what: str, within: float = 60) -> None:
+    """Poll the async or plain `holds` until true; fail naming `what` after `within` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not (await holds() if asyncio.iscoroutinefunction(holds) else holds()):
+        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.5)
+
+
+async def wait_for_output(child: Child, text: str, within: float = 60) -> None:
+    """Wait for a line of the child's output without blocking the test's workers."""
+    await asyncio.to_thread(child.output.wait_for, text, within)
+
+
+async def deploy_problems(client: Client, expected: list[Expected], within: float) -> list[str]:
+    """Return what is wrong with the bookings, once all have ended or `within` s have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    problems: list[str] = []
+    for e in expected:
+        user_id = e.booking.book_user_id
+        handle = client.get_workflow_handle(user_id, result_type=BookingState)
+        while (described := await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            if loop.time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        if described.status != WorkflowExecutionStatus.COMPLETED:
+            problems.append(f"{user_id}: {described.status.name if described.status else '?'}")
+        elif (outcome := (await handle.result()).outcome) != e.outcome:
+            problems.append(f"{user_id}: {outcome}, not {e.outcome}")
+        booked: list[str] = []
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                cause = event.workflow_task_failed_event_attributes.failure.message
+                problems.append(f"{user_id}: a workflow task failed ({cause[:60]})")
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            if name.startswith("book_"):
+                booked.append(name)
+        if booked != e.order[: len(booked)]:
+            problems.append(f"{user_id}: ran {booked}, not {e.order}")
+        versioning = described.raw_description.workflow_execution_info.versioning_info
+        pinned = versioning.behavior == VersioningBehavior.VERSIONING_BEHAVIOR_PINNED
+        if not pinned or versioning.deployment_version.build_id != e.build_id:
+            problems.append(f"{user_id}: not pinned to {e.build_id}")
+    return problems
+
+
+async def last_closed(client: Client, bookings: list[BookVacationInput]) -> datetime:
+    """Return when the last of `bookings` ended."""
+    closed = [
+        (await client.get_workflow_handle(b.book_user_id).describe()).close_time for b in bookings
+    ]
+    assert None not in closed
+    return max(c for c in closed if c is not None)
+
+
+def process_env(
+    address: str, task_queue: str, deployment_name: str, providers: Path
+) -> dict[str, str]:
+    """The environment of a worker or deploy started by a test: its server, queue and stores."""
+    return {
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_TASK_QUEUE": task_queue,
+        "WORKER_DEPLOYMENT_NAME": deployment_name,
+        "WORKER_METRICS_ADDRESS": "",
+        "PROVIDERS_DIR": str(providers),
+        "SIM_LATENCY_SECONDS": "0",
+    }
+
+
+@pytest.mark.timeout(300)
+async def test_changed_saga_deployed_as_v2_while_100_bookings_run_on_v1(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    name, task_queue = f"deploy-{uuid.uuid4().hex[:8]}", f"deploy-{uuid.uuid4()}"
+    v2_dir = changed_copy(tmp_path / "v2")
+    providers = tmp_path / "providers"
+    held = quick(HeldCar, providers)
+    v1_settings = WorkerSettings(
+        task_queue=task_queue, version=VersionSettings(name, code_build_id(), SetCurrent.IF_NONE)
+    )
+    v1, v2 = v1_settings.version.build_id, code_build_id(v2_dir)
+    first, later = trips(100), trips(20)
+    env = process_env(address, task_queue, name, providers)
+    command = [sys.executable, "-m", "tools.deploy", "--canary-for", "5"]
+    async with build_worker(client, held, task_queue, version=v1_settings.version.version):
+        looking_after = asyncio.create_task(
+            look_after_version(client, v1_settings, MetricMeter.noop, asyncio.Event())
+        )
+
+        async def v1_current() -> bool:
+            known = await routing(client, name)
+            return known is not None and known.current == v1
+
+        await until(v1_current, "v1, the first version, current")
+        await start(client, task_queue, first)
+        await until(lambda: len(held.reached) == len(first), "all 100 held at the car rental")
+        deploy = Child(command, cwd=v2_dir, env=env)
+        try:
+            await wait_for_output(deploy, "is current: new bookings start on it")
+            await start(client, task_queue, later)
+            held.opened.set()
+            await wait_for_output(deploy, "has drained", within=120)
+            await asyncio.wait_for(looking_after, 60)  # v1's worker retires: it stops
+            retired_at = datetime.now(UTC)
+            problems = await deploy_problems(
+                client,
+                [Expected(b, V1_ORDER, v1) for b in first]
+                + [Expected(b, V2_ORDER, v2) for b in later],
+                within=60,
+            )
+        finally:
+            status = deploy.stop(60)
+    output = deploy.output.text()
+    assert problems == [], output
+    assert await last_closed(client, first) < retired_at
+    report = await run_audit(client, ProviderStore.open_all(providers), task_queue)
+    assert report.clean, report.summary()
+    assert report.outcomes == {"confirmed": 90, "cancelled": 30}, report.summary()
+    assert status == 0, output
+    for stage in (
+        f"deploying {name}:{v2}; current: {name}:{v1}",
+        f"started 1 worker(s) of {name}:{v2}",
+        f"waiting for Temporal to see {name}:{v2} poll",
+        f"{name}:{v2} is current: new bookings start on it",
+        f"open bookings: {name}:{v1} 100",
+        f"{name}:{v1} has drained",
+    ):
+        assert stage in output, output
+
+
+@pytest.mark.timeout(180)
+async def test_the_same_change_by_a_plain_restart_fails_those_checks(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    task_queue = f"restart-{uuid.uuid4()}"
+    v2_dir = changed_copy(tmp_path / "v2")
+    providers = tmp_path / "providers"
+    held = quick(HeldCar, providers)
+    first, later = trips(20), trips(5)
+    async with build_worker(client, held, task_queue):  # unversioned, SIGTERMed below
+        await start(client, task_queue, first)
+        await until(lambda: len(held.reached) == len(first), "all 20 held at the car rental")
+    env = process_env(address, task_queue, "unused", providers)
+    restarted = Child([sys.executable, "-m", "tests.support.plain_worker"], cwd=v2_dir, env=env)
+    try:
+        await wait_for_output(restarted, "unversioned worker polling")
+        await start(client, task_queue, later)
+        problems = await deploy_problems(
+            client,
+            [Expected(b, V1_ORDER, "v1") for b in first]
+            + [Expected(b, V2_ORDER, "v2") for b in later],
+            within=30,
+        )
+    finally:
+        restarted.stop(30)
+    stuck = {p.split(":")[0] for p in problems if "a workflow task failed" in p}
+    running = {p.split(":")[0] for p in problems if p.endswith(": RUNNING")}
+    assert stuck == running == {b.book_user_id for b in first}, problems
