@@ -5,10 +5,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -170,11 +171,12 @@ async def stopped(stop: asyncio.Event, within: timedelta) -> bool:
     return True
 
 
-async def main(workflow_runner: WorkflowRunner | None = None) -> None:
-    """Run the worker until SIGINT or SIGTERM, then drain it.
+async def main(workflow_runner: WorkflowRunner | None = None, *, versioned: bool = True) -> None:
+    """Run the worker until SIGINT or SIGTERM, or until its version has drained; then drain it.
 
     `workflow_runner`: as `build_worker`'s (the benchmark's reference worker
-    turns the sandbox off; the product never does).
+    turns the sandbox off; the product never does). `versioned=False`: no
+    deployment version (`tools/unversioned_worker.py`; the product never).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # The saga's own lines carry the booking id; the SDK's dict after each is noise.
@@ -196,28 +198,38 @@ async def main(workflow_runner: WorkflowRunner | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    version = settings.version.version
-    problem = None
+    version = settings.version.version if versioned else None
     async with build_worker(
         client, activities, settings.task_queue, workflow_runner=workflow_runner, version=version
     ):
         log.info(
-            "Worker polling task queue %r as version %s; Ctrl-C to stop",
+            "Worker polling task queue %r %s; Ctrl-C to stop",
             settings.task_queue,
-            key(version),
+            f"as version {key(version)}" if version else "unversioned",
         )
-        watch = asyncio.create_task(look_after_version(client, settings, sdk.metric_meter, stop))
-        signalled = asyncio.create_task(stop.wait())
-        await asyncio.wait((watch, signalled), return_when=asyncio.FIRST_COMPLETED)
-        signalled.cancel()
-        if watch.done():
-            problem = watch.exception()
-        else:
-            watch.cancel()
+        watching = look_after_version(client, settings, sdk.metric_meter, stop)
+        problem = await until_stopped(stop, watching if version else None)
         log.info("Draining activities in flight (up to %s)", GRACEFUL_SHUTDOWN)
     log.info("Worker stopped")
     if problem is not None:
         raise SystemExit(f"run_worker: {problem}")
+
+
+async def until_stopped(
+    stop: asyncio.Event, watching: Coroutine[Any, Any, None] | None
+) -> BaseException | None:
+    """Wait for `stop`, or for `watching` to end; return what `watching` raised, if it did."""
+    if watching is None:
+        await stop.wait()
+        return None
+    watch = asyncio.create_task(watching)
+    signalled = asyncio.create_task(stop.wait())
+    await asyncio.wait((watch, signalled), return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
+    if not watch.done():
+        watch.cancel()
+        return None
+    return watch.exception()
 
 
 if __name__ == "__main__":

@@ -256,9 +256,9 @@ async def test_the_same_change_by_a_plain_restart_fails_those_checks(
         await start(client, task_queue, first)
         await until(lambda: len(held.reached) == len(first), "all 20 held at the car rental")
     env = process_env(address, task_queue, "unused", providers)
-    restarted = Child([sys.executable, "-m", "tests.support.plain_worker"], cwd=v2_dir, env=env)
+    restarted = Child([sys.executable, "-m", "tools.unversioned_worker"], cwd=v2_dir, env=env)
     try:
-        await wait_for_output(restarted, "unversioned worker polling")
+        await wait_for_output(restarted, "Worker polling")
         await start(client, task_queue, later)
         problems = await deploy_problems(
             client,

@@ -19,6 +19,7 @@ QUICK_SCENARIOS = {
     "floor, in memory",
     "floor, default server",
     "floor, sandbox off",
+    "floor, unversioned",
 }
 DEMO_SCENARIOS = {"demo floor", "demo POST /book"}
 SMALL = {
@@ -39,7 +40,7 @@ TARGETS = {
     "floor at 3: throughput x sandbox-off reference's",
 }
 
-# Five dev servers with their workers, two APIs, and demo sagas of ~2 s: about
+# Six dev servers with their workers, two APIs, and demo sagas of ~2 s: about
 # a minute on a quiet 2-core machine; the rest is room for a busy one. The
 # first test to ask for the run pays for it.
 pytestmark = pytest.mark.timeout(240)

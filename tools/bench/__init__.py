@@ -12,7 +12,9 @@ off (a saga of a few tens of ms):
 - the floor again on the same tuned server in memory (what persistence costs)
   and on a default-configured dev server (what the tuning buys);
 - the floor again on the reference worker, the workflow sandbox off
-  (`tools/reference_worker.py`): the limit the product's worker is held to.
+  (`tools/reference_worker.py`): the limit the product's worker is held to;
+- the floor again on a worker without a deployment version
+  (`tools/unversioned_worker.py`): what versioning costs.
 
 Each runs one at a time and at `--concurrency`. Then what `make run` runs,
 the demo saga (0.3 s per provider call and the hotel down on its first

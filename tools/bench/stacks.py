@@ -17,6 +17,8 @@ DEMO_SIMULATION = {"SIM_LATENCY_SECONDS": "0.3", "SIM_HOTEL_OUTAGE": "1"}
 PRODUCT_WORKER = ("run_worker.py",)
 REFERENCE_WORKER = ("-m", "tools.reference_worker")
 """The same worker with the workflow sandbox off: a tool, never the product."""
+UNVERSIONED_WORKER = ("-m", "tools.unversioned_worker")
+"""The same worker without a deployment version: what versioning costs."""
 
 
 def open_api_env() -> dict[str, str]:
@@ -92,6 +94,7 @@ STACKS: dict[str, dict[str, Any]] = {
     "memory": {"api": False, "persistent": False},
     "default": {"api": False, "persistent": False, "tuned": False},
     "reference": {"api": False, "worker": REFERENCE_WORKER},
+    "unversioned": {"api": False, "worker": UNVERSIONED_WORKER},
     "demo": {"api": True, "simulation": DEMO_SIMULATION},
 }
 """Each stack's options (Stack's and DevServer's): `make run`'s server unless told."""
