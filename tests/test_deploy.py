@@ -18,48 +18,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio import activity
 from temporalio.api.enums.v1 import EventType, VersioningBehavior
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import MetricMeter
-from temporalio.exceptions import ApplicationError
 
-from activities import BookingActivities
-from deployment import SetCurrent, VersionSettings, code_build_id, routing
+from deployment import SetCurrent, VersionSettings, code_build_id, routing, take_current
 from providers import ProviderStore
 from run_worker import WorkerSettings, build_worker, look_after_version
-from shared import BookingState, BookVacationInput, Outcome, Reservation
-from tests.support.trips import trip
-from tests.support.workers import quick
+from shared import BookingState, BookVacationInput, Outcome
+from tests.support.trips import HeldCar, trip
+from tests.support.workers import quick, quick_activities
 from tools.audit import run_audit
 from tools.children import Child
 from tools.processes import ROOT
 from workflows import BookingWorkflow
 
+COPY_IGNORES = shutil.ignore_patterns(
+    ".venv", ".git", ".temporal", ".providers", "docs", "__pycache__", ".*_cache"
+)
+"""What a copy of the project leaves out: the tools run from it with this checkout's venv."""
+
 V1_ORDER = ["book_car", "book_hotel", "book_flight"]
 V2_ORDER = ["book_hotel", "book_car", "book_flight"]
-
-HOLD_SECONDS = 5.0
-"""Longest one held attempt waits (under the activity's 10 s start-to-close), then it
-asks to be retried, and waits again."""
-
-
-class HeldCar(BookingActivities):
-    """The car rental takes every call and answers none until the test opens it."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.opened = asyncio.Event()
-        self.reached: set[str] = set()
-
-    @activity.defn(name="book_car")
-    async def book_car(self, book_input: BookVacationInput) -> Reservation:
-        self.reached.add(book_input.book_user_id)
-        try:
-            await asyncio.wait_for(self.opened.wait(), HOLD_SECONDS)
-        except TimeoutError:
-            raise ApplicationError("held by the test", type="ProviderDown") from None
-        return await super().book_car(book_input)
 
 
 @dataclass(frozen=True)
@@ -78,13 +58,7 @@ class Expected:
 
 def changed_copy(destination: Path) -> Path:
     """Copy the project to `destination` with the hotel booked before the car; return it."""
-    shutil.copytree(
-        ROOT,
-        destination,
-        ignore=shutil.ignore_patterns(
-            ".venv", ".git", ".temporal", ".providers", "docs", "__pycache__", ".*_cache"
-        ),
-    )
+    shutil.copytree(ROOT, destination, ignore=COPY_IGNORES)
     saga = destination / "workflows.py"
     lines = saga.read_text().splitlines(keepends=True)
     car = next(i for i, line in enumerate(lines) if line.startswith("    Step(Leg.CAR,"))
@@ -271,3 +245,88 @@ async def test_the_same_change_by_a_plain_restart_fails_those_checks(
     stuck = {p.split(":")[0] for p in problems if "a workflow task failed" in p}
     running = {p.split(":")[0] for p in problems if p.endswith(": RUNNING")}
     assert stuck == running == {b.book_user_id for b in first}, problems
+
+
+def broken_copy(destination: Path) -> Path:
+    """Copy the project to `destination` with a saga whose every workflow task fails."""
+    shutil.copytree(ROOT, destination, ignore=COPY_IGNORES)
+    saga = destination / "workflows.py"
+    checked = "        check_input(book_input)\n"
+    assert checked in saga.read_text()
+    saga.write_text(saga.read_text().replace(checked, '        raise RuntimeError("broken")\n', 1))
+    return destination
+
+
+async def current_build_id(client: Client, name: str) -> str | None:
+    known = await routing(client, name)
+    return known.current if known else None
+
+
+@pytest.mark.timeout(180)
+async def test_a_version_that_fails_its_first_bookings_is_rolled_back(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    name, task_queue = f"deploy-{uuid.uuid4().hex[:8]}", f"deploy-{uuid.uuid4()}"
+    broken = broken_copy(tmp_path / "broken")
+    providers = tmp_path / "providers"
+    v1 = VersionSettings(name, code_build_id())
+    env = process_env(address, task_queue, name, providers)
+    command = [sys.executable, "-m", "tools.deploy", "--canary-for", "20"]
+    async with build_worker(client, quick_activities(providers), task_queue, version=v1.version):
+        await take_current(client, v1, task_queue)
+        deploy = Child(command, cwd=broken, env=env)
+        try:
+            await wait_for_output(deploy, "is current: new bookings start on it")
+            canary = trips(1)
+            await start(client, task_queue, canary)
+            status = await asyncio.to_thread(deploy.process.wait, 60)
+        finally:
+            deploy.stop(30)
+        output = deploy.output.text()
+        assert status == 1, output
+        ids = canary[0].book_user_id
+        assert (
+            f"failed: {name}:{code_build_id(broken)} fails the workflow task of {ids}; "
+            f"new bookings go to {name}:{v1.build_id} again"
+        ) in output
+        assert await current_build_id(client, name) == v1.build_id
+        # Never pinned (its first task failed), the booking runs on the version put back.
+        result = await client.get_workflow_handle(ids, result_type=BookingState).result()
+        assert result.outcome == Outcome.CONFIRMED
+
+
+@pytest.mark.timeout(120)
+async def test_a_version_that_never_polls_leaves_the_current_one(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    name, task_queue = f"deploy-{uuid.uuid4().hex[:8]}", f"deploy-{uuid.uuid4()}"
+    changed = changed_copy(tmp_path / "v2")
+    v1 = VersionSettings(name, code_build_id())
+    env = process_env(address, task_queue, name, tmp_path / "providers")
+    command = [sys.executable, "-m", "tools.deploy", "--workers", "0", "--poll-within", "3"]
+    async with build_worker(
+        client, quick_activities(tmp_path / "providers"), task_queue, version=v1.version
+    ):
+        await take_current(client, v1, task_queue)
+        deploy = Child(command, cwd=changed, env=env)
+        status = await asyncio.to_thread(deploy.process.wait, 60)
+        output = deploy.output.text()
+        assert status == 1, output
+        assert f"failed: Temporal saw no worker of {name}:{code_build_id(changed)} poll" in output
+        assert await current_build_id(client, name) == v1.build_id
+
+
+async def test_deploying_the_current_version_does_nothing(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    name, task_queue = f"deploy-{uuid.uuid4().hex[:8]}", f"deploy-{uuid.uuid4()}"
+    v1 = VersionSettings(name, code_build_id())
+    env = process_env(address, task_queue, name, tmp_path / "providers")
+    async with build_worker(
+        client, quick_activities(tmp_path / "providers"), task_queue, version=v1.version
+    ):
+        await take_current(client, v1, task_queue)
+        deploy = Child([sys.executable, "-m", "tools.deploy"], cwd=ROOT, env=env)
+        status = await asyncio.to_thread(deploy.process.wait, 60)
+    assert status == 0, deploy.output.text()
+    assert f"{name}:{v1.build_id} is already current: nothing to deploy" in deploy.output.text()

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities import BookingActivities
 from shared import DEFAULT_DEADLINE_SECONDS, BookVacationInput, Reservation
@@ -81,6 +82,29 @@ class GatedFlight(BookingActivities):
     async def book_flight(self, book_input: BookVacationInput) -> Reservation:
         await self.gate.hold()
         return await super().book_flight(book_input)
+
+
+HOLD_SECONDS = 5.0
+"""Longest one held attempt waits (under the activity's 10 s start-to-close), then it
+asks to be retried, and waits again."""
+
+
+class HeldCar(BookingActivities):
+    """The car rental takes every call and answers none until the test opens it."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.opened = asyncio.Event()
+        self.reached: set[str] = set()
+
+    @activity.defn(name="book_car")
+    async def book_car(self, book_input: BookVacationInput) -> Reservation:
+        self.reached.add(book_input.book_user_id)
+        try:
+            await asyncio.wait_for(self.opened.wait(), HOLD_SECONDS)
+        except TimeoutError:
+            raise ApplicationError("held by the test", type="ProviderDown") from None
+        return await super().book_car(book_input)
 
 
 def final_status(
