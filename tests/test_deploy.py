@@ -12,22 +12,24 @@ import asyncio
 import shutil
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
+from flask import Flask
 from temporalio.api.enums.v1 import EventType, VersioningBehavior
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import MetricMeter
 
+from api.settings import ApiSettings
 from deployment import SetCurrent, VersionSettings, code_build_id, routing, take_current
 from providers import ProviderStore
 from run_worker import WorkerSettings, build_worker, look_after_version
 from shared import BookingState, BookVacationInput, Outcome
 from tests.support.trips import HeldCar, trip
-from tests.support.workers import quick, quick_activities
+from tests.support.workers import quick, quick_activities, reported, until
 from tools.audit import run_audit
 from tools.children import Child
 from tools.processes import ROOT
@@ -85,14 +87,6 @@ async def start(client: Client, task_queue: str, bookings: list[BookVacationInpu
             for b in bookings
         )
     )
-
-
-async def until(holds: Any, what: str, within: float = 60) -> None:
-    """Poll the async or plain `holds` until true; fail naming `what` after `within` s."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not (await holds() if asyncio.iscoroutinefunction(holds) else holds()):
-        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
-        await asyncio.sleep(0.5)
 
 
 async def wait_for_output(child: Child, text: str, within: float = 60) -> None:
@@ -219,7 +213,7 @@ async def test_changed_saga_deployed_as_v2_while_100_bookings_run_on_v1(
 
 @pytest.mark.timeout(180)
 async def test_the_same_change_by_a_plain_restart_fails_those_checks(
-    client: Client, address: str, tmp_path: Path
+    client: Client, address: str, tmp_path: Path, make_app: Callable[..., Flask]
 ) -> None:
     task_queue = f"restart-{uuid.uuid4()}"
     v2_dir = changed_copy(tmp_path / "v2")
@@ -240,11 +234,22 @@ async def test_the_same_change_by_a_plain_restart_fails_those_checks(
             + [Expected(b, V2_ORDER, "v2") for b in later],
             within=30,
         )
+        found = await reported(client, "unused", task_queue)
+        api = make_app(ApiSettings(task_queue=task_queue)).test_client()
+        status = await asyncio.to_thread(api.get, f"/bookings/{first[0].book_user_id}")
     finally:
         restarted.stop(30)
     stuck = {p.split(":")[0] for p in problems if "a workflow task failed" in p}
     running = {p.split(":")[0] for p in problems if p.endswith(": RUNNING")}
     assert stuck == running == {b.book_user_id for b in first}, problems
+    # And they are seen: reported as stuck, as /readyz and the worker's log say.
+    assert [(group.reason, group.bookings.count) for group in found] == [
+        ("bookings whose workflow task keeps failing", len(first))
+    ]
+    assert status.status_code == 503
+    assert status.get_json()["detail"].startswith(
+        "the booking cannot move: its workflow task keeps failing"
+    )
 
 
 def broken_copy(destination: Path) -> Path:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from temporalio.client import Client, WorkflowHandle
 
 from activities import BookingActivities
+from deployment import Stuck, stuck
 from providers import ProviderStore, Simulation
 from run_worker import build_worker
 from shared import TASK_QUEUE_NAME, BookingState, BookVacationInput
@@ -107,3 +108,23 @@ def held_by(activities: BookingActivities, user_id: str) -> dict[str, int]:
         leg: sum(key.startswith(f"{user_id}/") for key in provider.held())
         for leg, provider in activities.providers.items()
     }
+
+
+async def until(holds: Any, what: str, within: float = 60) -> None:
+    """Poll the async or plain `holds` until true; fail naming `what` after `within` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not (await holds() if asyncio.iscoroutinefunction(holds) else holds()):
+        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.5)
+
+
+async def reported(client: Client, name: str, task_queue: str) -> list[Stuck]:
+    """Return the stuck bookings once some are reported (within a minute)."""
+    found: list[Stuck] = []
+
+    async def any_found() -> bool:
+        found[:] = await stuck(client, name, task_queue)
+        return bool(found)
+
+    await until(any_found, "stuck bookings reported")
+    return found

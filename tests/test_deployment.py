@@ -1,0 +1,162 @@
+"""The saga's worker deployment: versions from settings, the first deploy, and stuck bookings."""
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from temporalio.client import Client
+
+from api.settings import ApiSettings
+from config import ConfigError
+from deployment import (
+    SANDBOXED_CODE,
+    Bookings,
+    SetCurrent,
+    Stuck,
+    VersionSettings,
+    code_build_id,
+    routing,
+    stuck,
+    take_current,
+)
+from run_worker import WorkerSettings, build_worker, look_after_version, runtime
+from shared import DEPLOYMENT_NAME, BookingState, Outcome
+from tests.support.trips import HeldCar, trip
+from tests.support.workers import quick, reported, until
+from tests.test_observability import sample, scrape
+from tools.processes import ROOT, free_port
+from workflows import BookingWorkflow
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, VersionSettings(DEPLOYMENT_NAME, code_build_id(), SetCurrent.IF_NONE)),
+        (
+            {"WORKER_DEPLOYMENT_NAME": "trips", "WORKER_BUILD_ID": "v7"},
+            VersionSettings("trips", "v7", SetCurrent.IF_NONE),
+        ),
+        ({"WORKER_SET_CURRENT": "always"}, VersionSettings(set_current=SetCurrent.ALWAYS)),
+        ({"WORKER_SET_CURRENT": "never"}, VersionSettings(set_current=SetCurrent.NEVER)),
+        ({"WORKER_BUILD_ID": ""}, VersionSettings()),
+    ],
+)
+def test_version_settings_come_from_the_environment(
+    env: dict[str, str], expected: VersionSettings
+) -> None:
+    assert VersionSettings.from_env(env) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WORKER_DEPLOYMENT_NAME": ""}, "WORKER_DEPLOYMENT_NAME must be a name"),
+        ({"WORKER_DEPLOYMENT_NAME": "a:b"}, "WORKER_DEPLOYMENT_NAME must be a name"),
+        ({"WORKER_BUILD_ID": "1.2"}, "WORKER_BUILD_ID must be a name"),
+        ({"WORKER_BUILD_ID": 'say "hi"'}, "WORKER_BUILD_ID must be a name"),
+        ({"WORKER_SET_CURRENT": "yes"}, "WORKER_SET_CURRENT must be one of if-none, always"),
+    ],
+)
+def test_bad_version_settings_are_refused_by_name(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        VersionSettings.from_env(env)
+
+
+def test_the_build_id_is_a_digest_of_the_sandboxed_code(tmp_path: Path) -> None:
+    for name in SANDBOXED_CODE:
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    assert code_build_id(tmp_path) == code_build_id()
+    assert code_build_id().startswith("saga-")
+    (tmp_path / "workflows.py").write_text((ROOT / "workflows.py").read_text() + "\n# a change\n")
+    assert code_build_id(tmp_path) != code_build_id()
+
+
+def test_stuck_bookings_are_told_by_count_and_first_ids() -> None:
+    few = Stuck("bookings pinned to version d:b1, which no worker takes", Bookings(2, ["a", "b"]))
+    many = Stuck("bookings whose workflow task keeps failing", Bookings(12, ["a", "b"]))
+    assert str(few) == "2 bookings pinned to version d:b1, which no worker takes: a, b"
+    assert str(many) == "12 bookings whose workflow task keeps failing: a, b and 10 more"
+
+
+@pytest.mark.parametrize(
+    ("set_current", "current_after"),
+    [(SetCurrent.IF_NONE, "b1"), (SetCurrent.ALWAYS, "b2"), (SetCurrent.NEVER, "b1")],
+)
+async def test_a_starting_worker_takes_its_version_current_as_told(
+    client: Client, tmp_path: Path, set_current: SetCurrent, current_after: str
+) -> None:
+    name, task_queue = f"dep-{uuid.uuid4().hex[:8]}", f"dep-{uuid.uuid4()}"
+    first, second = VersionSettings(name, "b1"), VersionSettings(name, "b2", set_current)
+    activities = quick(HeldCar, tmp_path)
+    async with build_worker(client, activities, task_queue, version=first.version):
+        said = await take_current(client, first, task_queue)
+        assert said == f"Version {name}:b1 is now current (was none)"
+        async with build_worker(client, activities, task_queue, version=second.version):
+            said = await take_current(client, second, task_queue)
+    known = await routing(client, name)
+    assert known is not None
+    assert known.current == current_after
+    assert said.startswith(
+        f"Version {name}:b2 is now current (was b1)"
+        if current_after == "b2"
+        else f"Version {name}:b2 waits to be made current"
+    )
+
+
+@pytest.mark.timeout(180)
+async def test_bookings_left_on_a_version_without_workers_are_reported_then_recovered(
+    client: Client, tmp_path: Path, make_app: Callable[..., Flask]
+) -> None:
+    """`make run` restarted after an edit: the new version current, the old one's bookings stuck."""
+    name, task_queue = f"dep-{uuid.uuid4().hex[:8]}", f"dep-{uuid.uuid4()}"
+    old = VersionSettings(name, "before-the-edit")
+    new = WorkerSettings(
+        task_queue=task_queue, version=VersionSettings(name, "after-the-edit", SetCurrent.ALWAYS)
+    )
+    held = quick(HeldCar, tmp_path)
+    bookings = [trip() for _ in range(3)]
+    ids = {b.book_user_id for b in bookings}
+    async with build_worker(client, held, task_queue, version=old.version):
+        await take_current(client, old, task_queue)
+        for booking in bookings:
+            await client.start_workflow(
+                BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
+            )
+        await until(lambda: len(held.reached) == len(bookings), "all held at the car rental")
+    port = free_port()
+    metrics = runtime(f"127.0.0.1:{port}")  # kept: its endpoint lives as long as it does
+    stop = asyncio.Event()
+    async with build_worker(client, held, task_queue, version=new.version.version):
+        watching = asyncio.create_task(look_after_version(client, new, metrics.metric_meter, stop))
+        found = await reported(client, name, task_queue)
+        assert [(group.reason, set(group.bookings.user_ids)) for group in found] == [
+            (f"bookings pinned to version {name}:before-the-edit, which no worker takes", ids)
+        ]
+        api = make_app(ApiSettings(task_queue=task_queue, deployment_name=name)).test_client()
+        ready = await asyncio.to_thread(api.get, "/readyz")
+        assert ready.status_code == 503
+        assert set(ready.get_json()["stuck"]) == ids
+        status = await asyncio.to_thread(api.get, f"/bookings/{bookings[0].book_user_id}")
+        assert status.status_code == 503
+        assert status.get_json()["detail"] == (
+            f"the booking cannot move: it is pinned to version {name}:before-the-edit, "
+            "and no worker of that version takes it"
+        )
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        async def counted() -> bool:
+            return sample(await asyncio.to_thread(scrape, url), "saga_bookings_stuck") == len(ids)
+
+        await until(counted, "the stuck bookings counted by the worker's metric", within=30)
+        # The way out: the old version's workers, started again, finish its bookings.
+        held.opened.set()
+        async with build_worker(client, held, task_queue, version=old.version):
+            for booking in bookings:
+                handle = client.get_workflow_handle(booking.book_user_id, result_type=BookingState)
+                assert (await handle.result()).outcome == Outcome.CONFIRMED
+        assert await stuck(client, name, task_queue) == []
+        stop.set()
+        await watching
