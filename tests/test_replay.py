@@ -17,8 +17,28 @@ from workflows import BookingWorkflow
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
+CHANGED_WITHOUT_A_VERSION = (
+    "BookingWorkflow no longer replays the golden history {name!r}: {failure}. The bookings "
+    "running on the deployed version would fail the same way. Deploy this change as a new "
+    "version (`make deploy`: each booking stays on the version it started on; "
+    'docs/operating.md, "Deploying a changed saga"), and only then re-record the '
+    "histories, with `make histories`."
+)
+"""What a failed replay says: the way out, and when re-recording is right."""
+
+
 def golden(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(f"golden-{path.stem}", path.read_text())
+
+
+async def replay_problem(saga: type, path: Path) -> str | None:
+    """Replay a golden history on `saga`; return what a failure means, None if it replays."""
+    replayer = Replayer(workflows=[saga])
+    replayed = await replayer.replay_workflow(golden(path), raise_on_replay_failure=False)
+    failure = replayed.replay_failure
+    if failure is None:
+        return None
+    return CHANGED_WITHOUT_A_VERSION.format(name=path.stem, failure=failure)
 
 
 def test_there_is_a_history_for_each_ending() -> None:
@@ -32,8 +52,8 @@ def test_there_is_a_history_for_each_ending() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda path: path.stem)
 async def test_booking_workflow_replays_its_golden_history(path: Path) -> None:
-    result = await Replayer(workflows=[BookingWorkflow]).replay_workflow(golden(path))
-    assert result.replay_failure is None
+    problem = await replay_problem(BookingWorkflow, path)
+    assert problem is None, problem
 
 
 @workflow.defn(name="BookingWorkflow", sandboxed=False)  # a test double: no sandbox
@@ -60,3 +80,11 @@ class HotelFirst:
 async def test_a_reordered_saga_fails_replay_at_its_first_step(path: Path) -> None:
     with pytest.raises(NondeterminismError, match=r"book_car.*book_hotel|book_hotel.*book_car"):
         await Replayer(workflows=[HotelFirst]).replay_workflow(golden(path))
+
+
+@pytest.mark.parametrize("path", HISTORIES[:1], ids=lambda path: path.stem)
+async def test_a_failed_replay_names_the_way_out(path: Path) -> None:
+    problem = await replay_problem(HotelFirst, path)
+    assert problem is not None
+    assert "Deploy this change as a new version (`make deploy`" in problem
+    assert "only then re-record the histories, with `make histories`" in problem
