@@ -9,7 +9,6 @@ restart of an unversioned worker, and shows that the checks see it.
 """
 
 import asyncio
-import shutil
 import sys
 import uuid
 from collections.abc import Callable
@@ -28,17 +27,13 @@ from deployment import SetCurrent, VersionSettings, code_build_id, routing, take
 from providers import ProviderStore
 from run_worker import WorkerSettings, build_worker, look_after_version
 from shared import BookingState, BookVacationInput, Outcome
+from tests.support.sagas import broken_copy, changed_copy
 from tests.support.trips import HeldCar, trip
 from tests.support.workers import quick, quick_activities, reported, until
 from tools.audit import run_audit
 from tools.children import Child
 from tools.processes import ROOT
 from workflows import BookingWorkflow
-
-COPY_IGNORES = shutil.ignore_patterns(
-    ".venv", ".git", ".temporal", ".providers", "docs", "__pycache__", ".*_cache"
-)
-"""What a copy of the project leaves out: the tools run from it with this checkout's venv."""
 
 V1_ORDER = ["book_car", "book_hotel", "book_flight"]
 V2_ORDER = ["book_hotel", "book_car", "book_flight"]
@@ -56,20 +51,6 @@ class Expected:
     def outcome(self) -> Outcome:
         valid = self.booking.book_hotel_id.startswith("valid")
         return Outcome.CONFIRMED if valid else Outcome.CANCELLED
-
-
-def changed_copy(destination: Path) -> Path:
-    """Copy the project to `destination` with the hotel booked before the car; return it."""
-    shutil.copytree(ROOT, destination, ignore=COPY_IGNORES)
-    saga = destination / "workflows.py"
-    lines = saga.read_text().splitlines(keepends=True)
-    car = next(i for i, line in enumerate(lines) if line.startswith("    Step(Leg.CAR,"))
-    hotel = next(i for i, line in enumerate(lines) if line.startswith("    Step(Leg.HOTEL,"))
-    assert hotel == car + 1, "the saga's first two steps are no longer one line each"
-    lines[car], lines[hotel] = lines[hotel], lines[car]
-    saga.write_text("".join(lines))
-    assert code_build_id(destination) != code_build_id()
-    return destination
 
 
 def trips(count: int) -> list[BookVacationInput]:
@@ -250,16 +231,6 @@ async def test_the_same_change_by_a_plain_restart_fails_those_checks(
     assert status.get_json()["detail"].startswith(
         "the booking cannot move: its workflow task keeps failing"
     )
-
-
-def broken_copy(destination: Path) -> Path:
-    """Copy the project to `destination` with a saga whose every workflow task fails."""
-    shutil.copytree(ROOT, destination, ignore=COPY_IGNORES)
-    saga = destination / "workflows.py"
-    checked = "        check_input(book_input)\n"
-    assert checked in saga.read_text()
-    saga.write_text(saga.read_text().replace(checked, '        raise RuntimeError("broken")\n', 1))
-    return destination
 
 
 async def current_build_id(client: Client, name: str) -> str | None:

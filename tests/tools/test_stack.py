@@ -6,7 +6,9 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +18,8 @@ from typing import Any
 import pytest
 
 from tests.support.processes import spawn
+from tests.support.sagas import changed_copy
+from tests.support.trips import JOHN
 from tools.children import Child, Output
 from tools.processes import (
     ROOT,
@@ -233,3 +237,62 @@ def test_make_run_adds_the_search_attributes_to_a_file_made_before_them(tmp_path
     # Ready means a worker polls: one that found the namespace lacking them would have stopped.
     with make_run(env) as output:
         output.wait_for("Worker polling")
+
+
+def post_json(url: str, body: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return dict(json.load(response))
+
+
+def ended(api: str, user_id: str) -> dict[str, object]:
+    """Poll a booking's status until it has ended; return it."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            status = get_json(f"{api}/bookings/{user_id}")
+        except urllib.error.HTTPError:  # a 503 while a worker restarts
+            status = {}
+        if status.get("status") in ("confirmed", "cancelled"):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+
+
+@pytest.mark.timeout(240)
+def test_make_deploy_beside_make_run_retires_its_worker_and_the_stack_goes_on(
+    tmp_path: Path,
+) -> None:
+    api_port, grpc = free_port(), free_port()
+    env = {
+        "PORT": str(api_port),
+        "TEMPORAL_PORT": str(grpc),
+        "TEMPORAL_UI_PORT": str(free_port()),
+        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
+        "PROVIDERS_DIR": str(tmp_path / "providers"),
+        "WORKER_METRICS_ADDRESS": "",
+        "SIM_LATENCY_SECONDS": "2",  # the bookings are still running when the deploy switches
+    }
+    api = f"http://127.0.0.1:{api_port}"
+    changed = changed_copy(tmp_path / "changed")
+    with make_run(env) as output:
+        before = [str(post_json(f"{api}/bookings", JOHN)["user_id"]) for _ in range(3)]
+        deploy_env = {**env, "TEMPORAL_ADDRESS": f"127.0.0.1:{grpc}"}
+        deploy = Child(
+            [sys.executable, "-m", "tools.deploy", "--canary-for", "2"], cwd=changed, env=deploy_env
+        )
+        try:
+            deploy.output.wait_for("is current: new bookings start on it")
+            after = str(post_json(f"{api}/bookings", JOHN)["user_id"])
+            output.wait_for("stack | worker retired: its version has drained", timeout=90)
+            assert [ended(api, user_id)["status"] for user_id in [*before, after]] == [
+                "confirmed"
+            ] * 4
+            assert get_json(f"{api}/readyz")["status"] == "ready"  # the new version's worker
+        finally:
+            assert deploy.stop(30) == 0, deploy.output.text()
+    text = "".join(output.lines)
+    assert "stack | worker exited" not in text
+    assert "has drained: no booking is left on it" in text
