@@ -1,7 +1,7 @@
 """The saga's worker deployment: its versions, the current one, and bookings that cannot move.
 
 Each change to the saga's code is a new version of the deployment (its build
-id is a digest of the code the workflow sandbox runs, `code_build_id`), and
+id is a digest of the saga's modules, `code_build_id`), and
 every booking is pinned to the version it started on: a run never meets
 code other than its own, so a changed saga is deployed while bookings run.
 New bookings go to the deployment's current version; an old version drains
@@ -40,8 +40,9 @@ from shared import DEPLOYMENT_NAME, TASK_QUEUE_NAME
 
 log = logging.getLogger("deployment")
 
-SANDBOXED_CODE = ("workflows.py", "shared.py")
-"""The modules whose code decides a booking's commands: what the build id digests."""
+SANDBOXED_CODE = ("workflows.py", "shared.py", "activities.py")
+"""The modules whose code decides a booking's commands, what the build id digests:
+the saga, its data, and the activities it schedules (their names and inputs)."""
 
 CALL_TIMEOUT = timedelta(seconds=10)
 """How long each call to Temporal's deployment and visibility APIs may take.

@@ -1,6 +1,9 @@
 """The saga's worker deployment: versions from settings, the first deploy, and stuck bookings."""
 
 import asyncio
+import os
+import re
+import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +26,14 @@ from deployment import (
     take_current,
 )
 from run_worker import WorkerSettings, build_worker, look_after_version, runtime
-from shared import DEPLOYMENT_NAME, BookingState, Outcome
+from shared import DEPLOYMENT_NAME, BookingState, BookVacationInput, Outcome
 from tests.support.trips import HeldCar, trip
 from tests.support.workers import quick, reported, until
 from tests.test_observability import sample, scrape
-from tools.processes import ROOT, free_port
+from tools.processes import ROOT, free_port, temporal_binary
 from workflows import BookingWorkflow
+
+OPERATING = (ROOT / "docs" / "operating.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -106,9 +111,14 @@ async def test_a_starting_worker_takes_its_version_current_as_told(
     )
 
 
+MOVE = re.search(r"```bash\n(\S*temporal workflow update-options .*?)```", OPERATING, re.DOTALL)
+"""docs/operating.md's way to move stuck bookings to another version."""
+
+
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("recovery", ["old workers started again", "moved to the new version"])
 async def test_bookings_left_on_a_version_without_workers_are_reported_then_recovered(
-    client: Client, tmp_path: Path, make_app: Callable[..., Flask]
+    client: Client, address: str, tmp_path: Path, make_app: Callable[..., Flask], recovery: str
 ) -> None:
     """`make run` restarted after an edit: the new version current, the old one's bookings stuck."""
     name, task_queue = f"dep-{uuid.uuid4().hex[:8]}", f"dep-{uuid.uuid4()}"
@@ -151,12 +161,36 @@ async def test_bookings_left_on_a_version_without_workers_are_reported_then_reco
             return sample(await asyncio.to_thread(scrape, url), "saga_bookings_stuck") == len(ids)
 
         await until(counted, "the stuck bookings counted by the worker's metric", within=30)
-        # The way out: the old version's workers, started again, finish its bookings.
         held.opened.set()
-        async with build_worker(client, held, task_queue, version=old.version):
-            for booking in bookings:
-                handle = client.get_workflow_handle(booking.book_user_id, result_type=BookingState)
-                assert (await handle.result()).outcome == Outcome.CONFIRMED
+        if recovery == "moved to the new version":  # which can replay them: the same code
+            assert MOVE is not None
+            command = (
+                MOVE.group(1)
+                .replace("saga-booking:saga-0123456789ab", f"{name}:before-the-edit")
+                .replace("saga-booking", name)
+                .replace("saga-ba9876543210", "after-the-edit")
+                .replace(".venv/bin/temporal", temporal_binary())
+            )
+            moved = await asyncio.to_thread(
+                subprocess.run,
+                ["bash", "-c", command],
+                env={**os.environ, "TEMPORAL_ADDRESS": address},
+                capture_output=True,
+                text=True,
+            )
+            assert moved.returncode == 0, moved.stderr
+            await finished(client, bookings)
+        else:
+            async with build_worker(client, held, task_queue, version=old.version):
+                await finished(client, bookings)
         assert await stuck(client, name, task_queue) == []
         stop.set()
         await watching
+
+
+async def finished(client: Client, bookings: list[BookVacationInput]) -> None:
+    """Return once every booking has been confirmed."""
+    async with asyncio.timeout(60):
+        for booking in bookings:
+            handle = client.get_workflow_handle(booking.book_user_id, result_type=BookingState)
+            assert (await handle.result()).outcome == Outcome.CONFIRMED
