@@ -258,36 +258,49 @@ async def current_build_id(client: Client, name: str) -> str | None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ("options", "switched"),
+    [
+        ([], "is current: new bookings start on it"),
+        (["--ramp", "99", "--ramp-for", "20"], "ramping: 99 % of new bookings go to"),
+    ],
+    ids=["current", "ramping"],
+)
 async def test_a_version_that_fails_its_first_bookings_is_rolled_back(
-    client: Client, address: str, tmp_path: Path
+    client: Client, address: str, tmp_path: Path, options: list[str], switched: str
 ) -> None:
     name, task_queue = f"deploy-{uuid.uuid4().hex[:8]}", f"deploy-{uuid.uuid4()}"
     broken = broken_copy(tmp_path / "broken")
     providers = tmp_path / "providers"
     v1 = VersionSettings(name, code_build_id())
     env = process_env(address, task_queue, name, providers)
-    command = [sys.executable, "-m", "tools.deploy", "--canary-for", "20"]
+    command = [sys.executable, "-m", "tools.deploy", "--canary-for", "20", *options]
     async with build_worker(client, quick_activities(providers), task_queue, version=v1.version):
         await take_current(client, v1, task_queue)
         deploy = Child(command, cwd=broken, env=env)
         try:
-            await wait_for_output(deploy, "is current: new bookings start on it")
-            canary = trips(1)
-            await start(client, task_queue, canary)
+            await wait_for_output(deploy, switched)
+            canaries = trips(3)
+            await start(client, task_queue, canaries)
             status = await asyncio.to_thread(deploy.process.wait, 60)
         finally:
             deploy.stop(30)
         output = deploy.output.text()
         assert status == 1, output
-        ids = canary[0].book_user_id
-        assert (
-            f"failed: {name}:{code_build_id(broken)} fails the workflow task of {ids}; "
-            f"new bookings go to {name}:{v1.build_id} again"
-        ) in output
-        assert await current_build_id(client, name) == v1.build_id
-        # Never pinned (its first task failed), the booking runs on the version put back.
-        result = await client.get_workflow_handle(ids, result_type=BookingState).result()
-        assert result.outcome == Outcome.CONFIRMED
+        failed = re.search(
+            rf"failed: {name}:{code_build_id(broken)} fails the workflow task of (.+); "
+            rf"new bookings go to {name}:{v1.build_id} again",
+            output,
+        )
+        assert failed is not None, output
+        assert set(failed.group(1).split(", ")) <= {b.book_user_id for b in canaries}
+        known = await routing(client, name)
+        assert known is not None
+        assert (known.current, known.ramping) == (v1.build_id, None)
+        # Never pinned (their first task failed), the bookings run on the version put back.
+        for booking in canaries:
+            handle = client.get_workflow_handle(booking.book_user_id, result_type=BookingState)
+            assert (await handle.result()).outcome == Outcome.CONFIRMED
 
 
 @pytest.mark.timeout(120)
