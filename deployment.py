@@ -59,16 +59,19 @@ A polling worker takes a task within milliseconds, and one restarting takes
 a few seconds; 20 s is neither.
 """
 
+VERSION = "TemporalWorkerDeploymentVersion"
+"""Where Temporal keeps the version a run is pinned to (`deployment:build`), for queries."""
+
 REPORTED_PROBLEMS = "TemporalReportedProblems"
 """What Temporal sets on a run whose workflow task keeps failing (a worker that
 cannot replay it); after 5 failures by default, `system.numConsecutiveWorkflow
 TaskProblemsToTriggerSearchAttribute`, which `make run`'s server sets to 2."""
 
-DRAINING = (
-    WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINING,
-    WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINED,
-)
-"""A version that was current or ramping, and is no longer: it only finishes its runs."""
+DRAINED = WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINED
+"""A version no longer current or ramping, with no open run pinned to it, as Temporal
+sees it after a grace period (`matching.wv.VersionDrainageStatusVisibilityGracePeriod`:
+3 min by default, 30 s on `make run`'s and the tests' servers) that covers a
+deploy's watch of the new version, which may put this one back, and visibility's lag."""
 
 SERVING = (
     WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_CURRENT,
@@ -93,7 +96,7 @@ def code_build_id(root: Path = PROJECT_DIR) -> str:
     """Return the build id of the saga's code here: `saga-` and a digest of `SANDBOXED_CODE`."""
     digest = hashlib.sha256()
     for name in SANDBOXED_CODE:
-        digest.update((root / name).read_bytes())
+        digest.update((root / name).read_bytes().replace(b"\r\n", b"\n"))  # a Windows checkout
     return f"saga-{digest.hexdigest()[:12]}"
 
 
@@ -108,11 +111,8 @@ class VersionSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "VersionSettings":
         """Read WORKER_DEPLOYMENT_NAME, WORKER_BUILD_ID and WORKER_SET_CURRENT."""
-        name = env.get("WORKER_DEPLOYMENT_NAME", DEPLOYMENT_NAME)
-        build_id = env.get("WORKER_BUILD_ID", "") or code_build_id()
-        for variable, value in (("WORKER_DEPLOYMENT_NAME", name), ("WORKER_BUILD_ID", build_id)):
-            if not value or any(c in value for c in ':."\\') or not value.isprintable():
-                raise ConfigError(f'{variable} must be a name without : . " or \\, not {value!r}')
+        name = name_from_env(env, "WORKER_DEPLOYMENT_NAME", DEPLOYMENT_NAME)
+        build_id = name_from_env(env, "WORKER_BUILD_ID", "") or code_build_id()
         when = env.get("WORKER_SET_CURRENT", SetCurrent.IF_NONE)
         if when not in SetCurrent.__members__.values():
             choices = ", ".join(SetCurrent)
@@ -123,6 +123,14 @@ class VersionSettings:
     def version(self) -> WorkerDeploymentVersion:
         """Return the version the worker polls as."""
         return WorkerDeploymentVersion(self.deployment_name, self.build_id)
+
+
+def name_from_env(env: Mapping[str, str], variable: str, default: str) -> str:
+    """Read a deployment's or a build's name; empty only if `default` is."""
+    value = env.get(variable, default) or default
+    if value and (any(c in value for c in ':."\\') or not value.isprintable()):
+        raise ConfigError(f'{variable} must be a name without : . " or \\, not {value!r}')
+    return value
 
 
 def key(version: WorkerDeploymentVersion) -> str:
@@ -252,39 +260,47 @@ async def open_bookings(client: Client, query: str, sample: int = 10) -> Booking
 
 async def pinned_to(client: Client, version: WorkerDeploymentVersion, sample: int = 0) -> Bookings:
     """Return the open bookings pinned to `version`."""
-    return await open_bookings(
-        client, f'TemporalWorkerDeploymentVersion = "{key(version)}"', sample
-    )
+    return await open_bookings(client, f'{VERSION} = "{key(version)}"', sample)
 
 
 async def started_on(client: Client, version: WorkerDeploymentVersion, since: datetime) -> int:
     """Return how many bookings started on `version` since `since`, open or ended."""
     query = (
-        f'WorkflowType = "BookingWorkflow" AND TemporalWorkerDeploymentVersion = "{key(version)}"'
+        f'WorkflowType = "BookingWorkflow" AND {VERSION} = "{key(version)}"'
         f' AND StartTime >= "{since.isoformat()}"'
     )
     return (await client.count_workflows(query, rpc_timeout=CALL_TIMEOUT)).count
 
 
 async def drained(client: Client, version: WorkerDeploymentVersion) -> bool:
-    """Return whether `version` is done: replaced as current, and no booking left on it."""
+    """Return whether `version` is done: Temporal says `DRAINED`, and no booking is open on it.
+
+    Temporal's status comes only once its grace period has passed; the count
+    is read now: both must agree.
+    """
     known = await routing(client, version.deployment_name)
-    if known is None or known.statuses.get(version.build_id) not in DRAINING:
+    if known is None or known.statuses.get(version.build_id) != DRAINED:
         return False
     return (await pinned_to(client, version)).count == 0
 
 
 async def failing_since(
-    client: Client, task_queue: str, since: datetime, sample: int = 20
+    client: Client,
+    version: WorkerDeploymentVersion,
+    task_queue: str,
+    since: datetime,
+    sample: int = 20,
 ) -> Bookings:
-    """Return the open bookings started on `task_queue` since `since` whose workflow task failed.
+    """Return the bookings started since `since`, not on another version, whose task failed.
 
     A workflow task is tried again after it fails: a pending one on its
     second attempt or later has failed (a worker that cannot run the new code).
     """
-    started = await open_bookings(
-        client, f'TaskQueue = "{task_queue}" AND StartTime >= "{since.isoformat()}"', sample
+    query = (
+        f'TaskQueue = "{task_queue}" AND StartTime >= "{since.isoformat()}"'
+        f' AND ({VERSION} IS NULL OR {VERSION} = "{key(version)}")'
     )
+    started = await open_bookings(client, query, sample)
     failing = []
     for user_id in started.user_ids:
         handle = client.get_workflow_handle(user_id)
@@ -304,38 +320,44 @@ class Stuck:
     def __str__(self) -> str:
         ids = ", ".join(self.bookings.user_ids)
         more = self.bookings.count - len(self.bookings.user_ids)
-        return f"{self.bookings.count} {self.reason}: {ids}{f' and {more} more' if more else ''}"
+        return f"{self.summary}: {ids}{f' and {more} more' if more else ''}"
+
+    @property
+    def summary(self) -> str:
+        """Say how many, and why, naming no booking (for the public `/readyz`)."""
+        return f"{self.bookings.count} {self.reason}"
 
 
 async def stuck(
     client: Client, deployment_name: str = DEPLOYMENT_NAME, task_queue: str = TASK_QUEUE_NAME
 ) -> list[Stuck]:
-    """Return the bookings that cannot make progress, grouped by why."""
-    found: list[Stuck] = []
-    failing = await open_bookings(
-        client, f'TaskQueue = "{task_queue}" AND {REPORTED_PROBLEMS} IS NOT NULL'
-    )
-    if failing.count:
-        found.append(Stuck("bookings whose workflow task keeps failing", failing))
+    """Return the bookings on `task_queue` that cannot make progress, grouped by why.
+
+    The groups do not overlap: a booking whose workflow task keeps failing is
+    in that group alone.
+    """
+    on_queue = f'TaskQueue = "{task_queue}"'
+    failing = await open_bookings(client, f"{on_queue} AND {REPORTED_PROBLEMS} IS NOT NULL")
+    found = [Stuck("bookings whose workflow task keeps failing", failing)] if failing else []
+    waiting = f"{on_queue} AND {REPORTED_PROBLEMS} IS NULL"
     known = await routing(client, deployment_name)
     for build_id, status in (known.statuses if known else {}).items():
         version = WorkerDeploymentVersion(deployment_name, build_id)
         if status not in SERVING or not await unserved(client, version, task_queue):
             continue
-        waiting = await pinned_to(client, version, sample=10)
-        reason = f"bookings pinned to version {key(version)}, which no worker takes"
-        if waiting.count:
-            found.append(Stuck(reason, waiting))
-        if known is not None and build_id == known.current:
-            # New bookings are pinned by their first workflow task, which waits too.
-            unpinned = f'TaskQueue = "{task_queue}" AND TemporalWorkerDeploymentVersion IS NULL'
-            if new := await open_bookings(client, unpinned):
-                found.append(Stuck(f"new bookings, sent to version {key(version)}", new))
+        if pinned := await open_bookings(client, f'{waiting} AND {VERSION} = "{key(version)}"'):
+            reason = f"bookings pinned to version {key(version)}, which no worker takes"
+            found.append(Stuck(reason, pinned))
+        # New bookings are pinned by their first workflow task, which waits too.
+        sent_new = known is not None and build_id in (known.current, known.ramping)
+        if sent_new and (new := await open_bookings(client, f"{waiting} AND {VERSION} IS NULL")):
+            reason = f"new bookings, sent to version {key(version)}, which no worker takes"
+            found.append(Stuck(reason, new))
     return found
 
 
 async def unserved(client: Client, version: WorkerDeploymentVersion, task_queue: str) -> bool:
-    """Return whether a task of `version` on `task_queue` has waited `STUCK_AFTER` for a worker."""
+    """Return whether a task of `version` on `task_queue` has waited `STUCK_AFTER`, none taken."""
     try:
         response = await client.workflow_service.describe_worker_deployment_version(
             DescribeWorkerDeploymentVersionRequest(
@@ -350,14 +372,18 @@ async def unserved(client: Client, version: WorkerDeploymentVersion, task_queue:
         if err.status == RPCStatusCode.NOT_FOUND:
             return False
         raise
+    # An old backlog that tasks still leave is an overloaded fleet, not a missing one.
     return any(
         queue.stats.approximate_backlog_age.ToTimedelta() > STUCK_AFTER
+        and not queue.stats.tasks_dispatch_rate
         for queue in response.version_task_queues
         if queue.name == task_queue
     )
 
 
-async def waiting_for(client: Client, description: WorkflowExecutionDescription) -> str | None:
+async def waiting_for(
+    client: Client, description: WorkflowExecutionDescription, deployment_name: str
+) -> str | None:
     """Return what keeps a running booking from moving, if something does."""
     problems = description.raw_description.workflow_execution_info.search_attributes
     if REPORTED_PROBLEMS in problems.indexed_fields:
@@ -365,13 +391,19 @@ async def waiting_for(client: Client, description: WorkflowExecutionDescription)
             "its workflow task keeps failing: the workers cannot replay it "
             "(a change to the saga deployed without a new version?)"
         )
-    versioning = description.raw_description.workflow_execution_info.versioning_info
-    pinned = versioning.deployment_version
-    if not pinned.build_id:
+    pinned = description.raw_description.workflow_execution_info.versioning_info.deployment_version
+    if pinned.build_id:
+        version = WorkerDeploymentVersion(pinned.deployment_name, pinned.build_id)
+        if await unserved(client, version, description.task_queue):
+            return f"it is pinned to version {key(version)}, and no worker of that version takes it"
         return None
-    version = WorkerDeploymentVersion(pinned.deployment_name, pinned.build_id)
-    if await unserved(client, version, description.task_queue):
-        return f"it is pinned to version {key(version)}, and no worker of that version takes it"
+    known = await routing(client, deployment_name)
+    for build_id in (known.current, known.ramping) if known else ():
+        version = WorkerDeploymentVersion(deployment_name, build_id or "")
+        if build_id and await unserved(client, version, description.task_queue):
+            return (
+                f"its first workflow task waits for version {key(version)}, which no worker takes"
+            )
     return None
 
 
@@ -403,18 +435,21 @@ async def take_current(client: Client, settings: VersionSettings, task_queue: st
 
     Call it once the worker polls. A conflict (another worker switched between
     our read and our write) is read again, so the last writer knows who won.
+    Raises `VersionProblem` or `RPCError` if it cannot say yet: try again later.
     """
     version = settings.version
     await await_polls(client, version, task_queue)
-    for _ in range(3):
+    for attempt in range(3):
         known = await routing(client, version.deployment_name)
-        current = known.current if known else None
+        if known is None:  # seen polling, the deployment is not yet described
+            raise VersionProblem(f"the deployment of {key(version)} is not visible yet")
+        current = known.current
         if current == version.build_id:
             return f"Version {key(version)} is current"
         wanted = settings.set_current == SetCurrent.ALWAYS or (
             settings.set_current == SetCurrent.IF_NONE and current is None
         )
-        if not wanted or known is None:
+        if not wanted:
             return (
                 f"Version {key(version)} waits to be made current (`make deploy`, "
                 f"docs/operating.md); new bookings go to {current}"
@@ -424,6 +459,7 @@ async def take_current(client: Client, settings: VersionSettings, task_queue: st
         except RPCError as err:
             if err.status not in (RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.ABORTED):
                 raise VersionProblem(f"cannot make {key(version)} current: {err.message}") from err
+            await asyncio.sleep(0.5 * (attempt + 1))
             continue
         return f"Version {key(version)} is now current (was {current or 'none'})"
     raise VersionProblem(f"cannot make {key(version)} current: the deployment keeps changing")

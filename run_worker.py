@@ -21,7 +21,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import BookingActivities
 from config import PROJECT_DIR, ConfigError, temporal_connect_config
-from deployment import VersionSettings, drained, key, stuck, take_current
+from deployment import VersionProblem, VersionSettings, drained, key, stuck, take_current
 from namespace import NamespaceProblem, prepare
 from providers import ProviderStore, Simulation
 from shared import TASK_QUEUE_NAME
@@ -35,9 +35,6 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 WATCH_EVERY = timedelta(seconds=10)
 """How often the worker looks for stuck bookings, and whether its version has drained."""
 
-DRAINED_CHECKS = 2
-"""Consecutive checks that must find the version drained before its worker stops:
-visibility lags a run's start by a moment, so one empty count is not enough."""
 
 WORKFLOW_RUNNER = SandboxedWorkflowRunner()
 """The product's workflow runner: Temporal's determinism sandbox, kept on.
@@ -133,14 +130,22 @@ async def look_after_version(
     """Take the version current if told to; then report stuck bookings until it drains.
 
     Returns once the version has drained (replaced as current, and no booking
-    left pinned to it): its worker has nothing more to do. Raises
-    `VersionProblem` if the version cannot become current as told.
+    left pinned to it): its worker has nothing more to do. Temporal's errors
+    are logged and the look tried again: the worker serves meanwhile.
     """
     version = settings.version
-    log.info("%s", await take_current(client, version, settings.task_queue))
+    while True:
+        try:
+            log.info("%s", await take_current(client, version, settings.task_queue))
+            break
+        except (RPCError, VersionProblem) as err:
+            log.warning(
+                "Cannot settle version %s yet (%s); trying again", key(version.version), err
+            )
+            if await stopped(stop, WATCH_EVERY):
+                return
     gauge = meter.create_gauge("saga_bookings_stuck", "open bookings that cannot make progress")
     reported = ""
-    drained_checks = 0
     while not await stopped(stop, WATCH_EVERY):
         try:
             found = await stuck(client, version.deployment_name, settings.task_queue)
@@ -156,8 +161,7 @@ async def look_after_version(
             else:
                 log.info("No booking is stuck any more")
             reported = now
-        drained_checks = drained_checks + 1 if done else 0
-        if drained_checks >= DRAINED_CHECKS:
+        if done:
             log.info("Version %s has drained: no booking is left on it", key(version.version))
             return
 
@@ -207,8 +211,8 @@ async def main(workflow_runner: WorkflowRunner | None = None, *, versioned: bool
             settings.task_queue,
             f"as version {key(version)}" if version else "unversioned",
         )
-        watching = look_after_version(client, settings, sdk.metric_meter, stop)
-        problem = await until_stopped(stop, watching if version else None)
+        watching = look_after_version(client, settings, sdk.metric_meter, stop) if version else None
+        problem = await until_stopped(stop, watching)
         log.info("Draining activities in flight (up to %s)", GRACEFUL_SHUTDOWN)
     log.info("Worker stopped")
     if problem is not None:

@@ -55,7 +55,7 @@ def problem(
     *,
     fields: dict[str, str] | None = None,
     user_id: str | None = None,
-    stuck: list[str] | None = None,
+    stuck: int | None = None,
 ) -> Response:
     """Return an RFC 9457 problem details answer: the one shape of every error."""
     body = Problem(
@@ -85,7 +85,7 @@ def booking_error(err: BookingError) -> Response:
         what = "Temporal unreachable" if unreachable(cause) else "Temporal"
         log.warning("%s: %s (%s)", what, cause, err.detail)
     status = STATUS.get(type(err), HTTPStatus.INTERNAL_SERVER_ERROR)
-    stuck = err.user_ids if isinstance(err, BookingsStuck) else None
+    stuck = err.count if isinstance(err, BookingsStuck) else None
     return problem(status, err.detail, user_id=err.user_id, stuck=stuck)
 
 

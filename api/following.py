@@ -89,7 +89,9 @@ class StuckCheck:
     """The last look for stuck bookings, reused for `STUCK_CHECK_EVERY`.
 
     Readiness probes come often, from every load balancer, and Temporal
-    limits the calls per deployment (RESOURCE_EXHAUSTED): one look serves them all.
+    limits the calls per deployment: one look at a time serves them all. A
+    look that Temporal is too busy for, or that outlives its bound, keeps the
+    last finding: a slow answer is not an outage (the breaker stays closed).
     """
 
     found: list[Stuck] = field(default_factory=list)
@@ -99,12 +101,14 @@ class StuckCheck:
         """Return the last look's finding if recent, else `look` again."""
         now = time.monotonic()
         if now - self.at >= STUCK_CHECK_EVERY.total_seconds():
+            self.at = now  # before the look: the probes meanwhile take the last finding
             try:
-                self.found = await look()
+                self.found = await bounded(look())
+            except TimeoutError:
+                pass
             except RPCError as err:
                 if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
                     raise
-            self.at = now
         return self.found
 
 
@@ -138,8 +142,15 @@ class Following(Operations):
         except (TimeoutError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
             pass  # no worker, or one that cannot answer it
         # Not an outage (the breaker stays): stuck for good, or not now (say, mid-restart).
-        waits = await bounded(waiting_for(self.client, found))
-        raise Unavailable(f"the booking cannot move: {waits}" if waits else NO_WORKER_ANSWERED)
+        raise Unavailable(await self._why_unanswered(found))
+
+    async def _why_unanswered(self, found: WorkflowExecutionDescription) -> str:
+        """Say why a running booking's progress went unanswered: what it waits for, if known."""
+        try:
+            waits = await bounded(waiting_for(self.client, found, self.deployment_name))
+        except (TimeoutError, RPCError):
+            return NO_WORKER_ANSWERED  # unknown: no worker answered, and that is all we know
+        return f"the booking cannot move: {waits}" if waits else NO_WORKER_ANSWERED
 
     @reaching_temporal
     async def cancel(self, user_id: str, caller: Caller) -> str:
@@ -192,11 +203,12 @@ class Following(Operations):
     async def check_nothing_stuck(self) -> None:
         """Raise `BookingsStuck` if any booking cannot make progress (`deployment.stuck`)."""
         if found := await self.last_stuck.or_new(
-            lambda: bounded(stuck(self.client, self.deployment_name, self.task_queue))
+            lambda: stuck(self.client, self.deployment_name, self.task_queue)
         ):
-            detail = "; ".join(map(str, found))
-            ids = [user_id for group in found for user_id in group.bookings.user_ids]
-            raise BookingsStuck(f'{detail} (docs/operating.md, "Stuck bookings")', ids)
+            # The API's `/readyz` is public: counts, no booking's id (the worker's log names them).
+            detail = "; ".join(group.summary for group in found)
+            count = sum(group.bookings.count for group in found)
+            raise BookingsStuck(f'{detail} (docs/operating.md, "Stuck bookings")', count)
 
     @reaching_temporal
     async def list_bookings(

@@ -230,6 +230,6 @@ class Problem(BaseModel):
         description="the booking concerned: on a 409 or 422, and on a 503 when Temporal "
         "did not confirm its start (it may have started)",
     )
-    stuck: list[str] | None = Field(
-        None, description="on a 503 of /readyz: the first of the bookings that cannot move"
+    stuck: int | None = Field(
+        None, description="on a 503 of /readyz: how many bookings cannot move"
     )

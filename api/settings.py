@@ -7,6 +7,7 @@ from pathlib import Path
 
 from api.access import ApiKeys, is_loopback, read_keys
 from config import ConfigError, number_from_env, port_from_env
+from deployment import name_from_env
 from shared import (
     DEFAULT_DEADLINE_SECONDS,
     DEPLOYMENT_NAME,
@@ -54,7 +55,7 @@ class ApiSettings:
             host=host,
             port=port_from_env(env, "PORT", cls.port),
             task_queue=task_queue_from_env(env, cls.task_queue),
-            deployment_name=env.get("WORKER_DEPLOYMENT_NAME", cls.deployment_name),
+            deployment_name=name_from_env(env, "WORKER_DEPLOYMENT_NAME", cls.deployment_name),
             book_wait_seconds=number_from_env(
                 env, "BOOK_WAIT_SECONDS", float, cls.book_wait_seconds, low=0.1, high=3600
             ),

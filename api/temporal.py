@@ -72,9 +72,9 @@ class Unavailable(BookingError):
 class BookingsStuck(Unavailable):
     """Bookings that cannot make progress until a person acts (docs/operating.md)."""
 
-    def __init__(self, detail: str, user_ids: list[str]) -> None:
+    def __init__(self, detail: str, count: int) -> None:
         super().__init__(detail)
-        self.user_ids = user_ids
+        self.count = count
 
 
 def reaching_temporal(

@@ -17,7 +17,7 @@ from starter import create_app
 from tests.support.calls import CallRecorder
 from tests.support.workers import EXTRA_NAMESPACE, quick_activities, worker_thread
 from tools.processes import (
-    REPORTING_FLAGS,
+    DEPLOYMENT_FLAGS,
     SEARCH_ATTRIBUTE_FLAGS,
     SERVER_TUNING,
     free_port,
@@ -55,7 +55,7 @@ async def env(request: pytest.FixtureRequest) -> AsyncIterator[WorkflowEnvironme
             dev_server_extra_args=[
                 *SERVER_TUNING,
                 *SEARCH_ATTRIBUTE_FLAGS,
-                *REPORTING_FLAGS,
+                *DEPLOYMENT_FLAGS,
                 "--namespace",
                 EXTRA_NAMESPACE,
             ],

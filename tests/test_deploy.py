@@ -10,6 +10,7 @@ restart of an unversioned worker, and shows that the checks see it.
 
 import asyncio
 import re
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable
@@ -257,6 +258,10 @@ async def current_build_id(client: Client, name: str) -> str | None:
     return known.current if known else None
 
 
+async def current_build_id_is(client: Client, name: str, build_id: str) -> bool:
+    return await current_build_id(client, name) == build_id
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(
     ("options", "switched"),
@@ -273,10 +278,15 @@ async def test_a_version_that_fails_its_first_bookings_is_rolled_back(
     broken = broken_copy(tmp_path / "broken")
     providers = tmp_path / "providers"
     v1 = VersionSettings(name, code_build_id())
+    v1_settings = WorkerSettings(task_queue=task_queue, version=v1)
     env = process_env(address, task_queue, name, providers)
     command = [sys.executable, "-m", "tools.deploy", "--canary-for", "20", *options]
     async with build_worker(client, quick_activities(providers), task_queue, version=v1.version):
-        await take_current(client, v1, task_queue)
+        # As run_worker.py runs it: it would stop once its version drained.
+        looking_after = asyncio.create_task(
+            look_after_version(client, v1_settings, MetricMeter.noop, asyncio.Event())
+        )
+        await until(lambda: current_build_id_is(client, name, v1.build_id), "v1 current")
         deploy = Child(command, cwd=broken, env=env)
         try:
             await wait_for_output(deploy, switched)
@@ -297,10 +307,13 @@ async def test_a_version_that_fails_its_first_bookings_is_rolled_back(
         known = await routing(client, name)
         assert known is not None
         assert (known.current, known.ramping) == (v1.build_id, None)
-        # Never pinned (their first task failed), the bookings run on the version put back.
+        # Never pinned (their first task failed), the bookings run on the version put back,
+        # whose worker did not stop meanwhile, though it had no booking of its own.
         for booking in canaries:
             handle = client.get_workflow_handle(booking.book_user_id, result_type=BookingState)
             assert (await handle.result()).outcome == Outcome.CONFIRMED
+        assert not looking_after.done()
+        looking_after.cancel()
 
 
 @pytest.mark.timeout(120)
@@ -338,3 +351,16 @@ async def test_deploying_the_current_version_does_nothing(
         status = await asyncio.to_thread(deploy.process.wait, 60)
     assert status == 0, deploy.output.text()
     assert f"{name}:{v1.build_id} is already current: nothing to deploy" in deploy.output.text()
+
+
+def test_make_deploy_tells_its_options() -> None:
+    helped = subprocess.run(
+        ["make", "--no-print-directory", "deploy", "DEPLOY_ARGS=--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert helped.returncode == 0, helped.stderr
+    for option in ("--workers", "--poll-within", "--ramp", "--ramp-for", "--canary-for"):
+        assert option in helped.stdout

@@ -47,6 +47,7 @@ OPERATING = (ROOT / "docs" / "operating.md").read_text()
         ({"WORKER_SET_CURRENT": "always"}, VersionSettings(set_current=SetCurrent.ALWAYS)),
         ({"WORKER_SET_CURRENT": "never"}, VersionSettings(set_current=SetCurrent.NEVER)),
         ({"WORKER_BUILD_ID": ""}, VersionSettings()),
+        ({"WORKER_DEPLOYMENT_NAME": ""}, VersionSettings()),
     ],
 )
 def test_version_settings_come_from_the_environment(
@@ -58,7 +59,6 @@ def test_version_settings_come_from_the_environment(
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"WORKER_DEPLOYMENT_NAME": ""}, "WORKER_DEPLOYMENT_NAME must be a name"),
         ({"WORKER_DEPLOYMENT_NAME": "a:b"}, "WORKER_DEPLOYMENT_NAME must be a name"),
         ({"WORKER_BUILD_ID": "1.2"}, "WORKER_BUILD_ID must be a name"),
         ({"WORKER_BUILD_ID": 'say "hi"'}, "WORKER_BUILD_ID must be a name"),
@@ -118,7 +118,12 @@ MOVE = re.search(r"```bash\n(\S*temporal workflow update-options .*?)```", OPERA
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("recovery", ["old workers started again", "moved to the new version"])
 async def test_bookings_left_on_a_version_without_workers_are_reported_then_recovered(
-    client: Client, address: str, tmp_path: Path, make_app: Callable[..., Flask], recovery: str
+    client: Client,
+    address: str,
+    tmp_path: Path,
+    make_app: Callable[..., Flask],
+    recovery: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """`make run` restarted after an edit: the new version current, the old one's bookings stuck."""
     name, task_queue = f"dep-{uuid.uuid4().hex[:8]}", f"dep-{uuid.uuid4()}"
@@ -148,7 +153,12 @@ async def test_bookings_left_on_a_version_without_workers_are_reported_then_reco
         api = make_app(ApiSettings(task_queue=task_queue, deployment_name=name)).test_client()
         ready = await asyncio.to_thread(api.get, "/readyz")
         assert ready.status_code == 503
-        assert set(ready.get_json()["stuck"]) == ids
+        assert ready.get_json()["stuck"] == len(ids)
+        assert ready.get_json()["detail"].startswith(
+            f"3 bookings pinned to version {name}:before-the-edit, which no worker takes"
+        )
+        assert not [user_id for user_id in ids if user_id in ready.get_data(as_text=True)]
+
         status = await asyncio.to_thread(api.get, f"/bookings/{bookings[0].book_user_id}")
         assert status.status_code == 503
         assert status.get_json()["detail"] == (
@@ -161,6 +171,10 @@ async def test_bookings_left_on_a_version_without_workers_are_reported_then_reco
             return sample(await asyncio.to_thread(scrape, url), "saga_bookings_stuck") == len(ids)
 
         await until(counted, "the stuck bookings counted by the worker's metric", within=30)
+        # The worker's log names them, as it counts them (the API's /readyz is public).
+        logged = [r.getMessage() for r in caplog.records if r.name == "run_worker"]
+        assert any(line.startswith("Stuck: 3 bookings pinned") for line in logged), logged
+        assert all(user_id in "".join(logged) for user_id in ids)
         held.opened.set()
         if recovery == "moved to the new version":  # which can replay them: the same code
             assert MOVE is not None
@@ -180,10 +194,19 @@ async def test_bookings_left_on_a_version_without_workers_are_reported_then_reco
             )
             assert moved.returncode == 0, moved.stderr
             await finished(client, bookings)
-        else:
+        else:  # as run_worker.py does: serves them, then stops once its version drained
+            again = WorkerSettings(task_queue=task_queue, version=old)
             async with build_worker(client, held, task_queue, version=old.version):
+                retiring = asyncio.create_task(
+                    look_after_version(client, again, metrics.metric_meter, asyncio.Event())
+                )
                 await finished(client, bookings)
-        assert await stuck(client, name, task_queue) == []
+                await asyncio.wait_for(retiring, 90)
+
+        async def none_stuck() -> bool:
+            return await stuck(client, name, task_queue) == []
+
+        await until(none_stuck, "no booking stuck")
         stop.set()
         await watching
 

@@ -12,14 +12,18 @@ Each stage is printed as it happens (docs/operating.md, "Deploying a changed sag
    each version; its workers stop themselves then (`run_worker.py`).
 
 The new workers it started then run in the foreground until Ctrl-C. If
-the new version never shows up, or fails its first bookings, the current
-version is left as it was and the command says why (exit status 1).
+the new version never shows up, or fails its first bookings, or the deploy
+is interrupted or refused before the watch has passed, the current version
+is left as it was (or put back) and the command says why (exit status 1);
+the bookings the new version took meanwhile finish on it first.
 """
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -31,6 +35,7 @@ from temporalio.service import RPCError
 
 from config import ConfigError, temporal_connect_config
 from deployment import (
+    DRAINED,
     POLL_SEEN_WITHIN,
     VersionProblem,
     VersionSettings,
@@ -50,9 +55,6 @@ from tools.processes import ROOT, exit_at_once
 
 WATCH_EVERY = 2.0
 """Seconds between two looks at the deployment while a stage waits."""
-
-DRAINED_CHECKS = 2
-"""Consecutive looks that must find the old version drained (visibility lags a moment)."""
 
 STOP_TIMEOUT = 30.0
 """Seconds the new workers get to drain on Ctrl-C before SIGKILL."""
@@ -83,6 +85,7 @@ class Deploy:
         self.workers: list[Child] = []
         self.stop = asyncio.Event()
         self.counts = ""
+        self.identity = f"make deploy ({client.identity})"
 
     def start_workers(self, count: int, env: Mapping[str, str]) -> None:
         """Start `count` workers of the new version; they wait to be made current."""
@@ -103,7 +106,10 @@ class Deploy:
     def stop_workers(self) -> None:
         """Stop the workers this deploy started, each draining its activities."""
         for worker in self.workers:
-            worker.stop(STOP_TIMEOUT)
+            try:
+                worker.stop(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                say(f"a worker of {key(self.new)} did not stop in {STOP_TIMEOUT:.0f} s; killed")
 
     def exited(self) -> str | None:
         """Return why, if a worker this deploy started has exited."""
@@ -123,21 +129,25 @@ class Deploy:
         """Send new bookings to the new version: `percentage` of them, or all (current)."""
         known = await routing(self.client, self.new.deployment_name)
         token = known.conflict_token if known else b""
-        identity = f"make deploy ({self.client.identity})"
         if percentage is None:
-            await set_current(self.client, self.new, token, identity)
+            await set_current(self.client, self.new, token, self.identity)
         else:
-            await set_ramping(self.client, self.new, percentage, token, identity)
+            await set_ramping(self.client, self.new, percentage, token, self.identity)
 
-    async def roll_back(self, why: str) -> None:
-        """Put the old version back as current (or end the ramp), and say why."""
+    async def put_back(self) -> str:
+        """End the new version's ramp, or make the old version current again; say which."""
         known = await routing(self.client, self.new.deployment_name)
-        if known is not None and known.ramping == self.new.build_id:
-            await set_ramping(self.client, self.new, 0, known.conflict_token, self.client.identity)
-        elif self.old is not None and known is not None:
-            await set_current(self.client, self.old, known.conflict_token, self.client.identity)
-        back = key(self.old) if self.old else "no version"
-        raise DeployFailed(f"{why}; new bookings go to {back} again")
+        if known is None:
+            return f"{key(self.new)} is not known to Temporal"
+        if known.ramping == self.new.build_id:
+            await set_ramping(self.client, self.new, 0, known.conflict_token, self.identity)
+        elif known.current == self.new.build_id and self.old is not None:
+            if known.statuses.get(self.old.build_id) == DRAINED:
+                say(f"{key(self.old)} had drained: start its workers again if they stopped")
+            await set_current(self.client, self.old, known.conflict_token, self.identity)
+        elif known.current == self.new.build_id:
+            return f"{key(self.new)} stays current: there was none before it"
+        return f"new bookings go to {key(self.old) if self.old else 'no version'} again"
 
     async def say_counts(self) -> None:
         """Print the bookings open on each version, when they have changed."""
@@ -149,30 +159,48 @@ class Deploy:
             self.counts = now
 
     async def watch_first_bookings(self, since: datetime, seconds: float) -> None:
-        """Fail the deploy if a booking started on the new version keeps failing its task."""
+        """Raise `DeployFailed` if a booking started on the new version keeps failing its task."""
         loop = asyncio.get_running_loop()
         until = loop.time() + seconds
         while loop.time() < until:
             await self.wait(WATCH_EVERY)
             if exited := self.exited():
-                await self.roll_back(exited)
-            if failing := await failing_since(self.client, self.task_queue, since):
+                raise DeployFailed(exited)
+            if failing := await failing_since(self.client, self.new, self.task_queue, since):
                 ids = ", ".join(failing.user_ids)
-                await self.roll_back(f"{key(self.new)} fails the workflow task of {ids}")
+                raise DeployFailed(f"{key(self.new)} fails the workflow task of {ids}")
             await self.say_counts()
         taken = await started_on(self.client, self.new, since)
-        say(f"{key(self.new)} took {taken} booking(s) in {seconds:.0f} s, none failing")
+        verdict = "none failing" if taken else "nothing to judge it by"
+        say(f"{key(self.new)} took {taken} booking(s) in {seconds:.0f} s, {verdict}")
 
-    async def await_drained(self) -> None:
-        """Return once the old version has no open booking, printing the counts as they change."""
-        if self.old is None:
-            return
-        checks = 0
-        while checks < DRAINED_CHECKS:
+    async def await_drained(self, version: WorkerDeploymentVersion) -> None:
+        """Return once `version` has drained, printing the open bookings as they change."""
+        while not await drained(self.client, version):
             await self.wait(WATCH_EVERY)
             await self.say_counts()
-            checks = checks + 1 if await drained(self.client, self.old) else 0
-        say(f"{key(self.old)} has drained: its workers stop themselves now")
+
+    async def take_over(self, args: argparse.Namespace) -> None:
+        """Ramp (if asked), switch and watch; put the old version back if any of it fails."""
+        try:
+            if args.ramp:
+                since = datetime.now(UTC)
+                await self.switch(args.ramp)
+                say(f"ramping: {args.ramp:g} % of new bookings go to {key(self.new)}")
+                await self.watch_first_bookings(since, args.ramp_for)
+            since = datetime.now(UTC)
+            await self.switch()
+            say(f"{key(self.new)} is current: new bookings start on it")
+            await self.watch_first_bookings(since, args.canary_for)
+        except (DeployFailed, RPCError) as err:
+            why = str(err) if isinstance(err, DeployFailed) else f"Temporal: {err.message}"
+            put_back = await self.put_back()
+            self.stop.clear()  # a Ctrl-C stopped the switch; the next one stops the drain
+            if self.exited() is None and (await pinned_to(self.client, self.new)).count:
+                say(f"the bookings {key(self.new)} took finish on it first (Ctrl-C leaves them)")
+                with contextlib.suppress(DeployFailed):
+                    await self.await_drained(self.new)
+            raise DeployFailed(f"{why}; {put_back}") from None
 
 
 async def deploy(deployment: Deploy, args: argparse.Namespace) -> None:
@@ -182,6 +210,8 @@ async def deploy(deployment: Deploy, args: argparse.Namespace) -> None:
     if known is not None and known.current == new.build_id:
         say(f"{key(new)} is already current: nothing to deploy")
         return
+    if known is not None and known.ramping:
+        raise DeployFailed(f"{new.deployment_name}:{known.ramping} is ramping: another deploy?")
     if known is not None and known.current:
         deployment.old = WorkerDeploymentVersion(new.deployment_name, known.current)
     say(f"deploying {key(new)}; current: {key(deployment.old) if deployment.old else 'none'}")
@@ -194,16 +224,16 @@ async def deploy(deployment: Deploy, args: argparse.Namespace) -> None:
         raise DeployFailed(str(err)) from None
     if exited := deployment.exited():
         raise DeployFailed(exited)
-    if args.ramp:
-        since = datetime.now(UTC)
-        await deployment.switch(args.ramp)
-        say(f"ramping: {args.ramp:g} % of new bookings go to {key(new)}")
-        await deployment.watch_first_bookings(since, args.ramp_for)
-    since = datetime.now(UTC)
-    await deployment.switch()
-    say(f"{key(new)} is current: new bookings start on it")
-    await deployment.watch_first_bookings(since, args.canary_for)
-    await deployment.await_drained()
+    await deployment.take_over(args)
+    if deployment.old is not None:
+        try:
+            await deployment.await_drained(deployment.old)
+        except DeployFailed:
+            raise DeployFailed(
+                f"interrupted: {key(new)} stays current, and the old version drains; "
+                "new bookings wait for its workers, which stop here now"
+            ) from None
+        say(f"{key(deployment.old)} has drained: its workers stop themselves now")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -228,7 +258,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--canary-for", type=float, default=20, help="seconds to watch its first bookings (20)"
     )
     args = parser.parse_args(argv)
-    if args.workers < 0 or not 0 <= args.ramp < 100 or min(args.ramp_for, args.canary_for) < 0:
+    seconds = (args.poll_within, args.ramp_for, args.canary_for)
+    if args.workers < 0 or not 0 <= args.ramp < 100 or min(seconds) < 0:
         parser.error("--workers and the seconds must be >= 0, --ramp from 0 to below 100")
     return args
 
@@ -241,7 +272,12 @@ async def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"make deploy: {err}", file=sys.stderr)
         return 2
-    client = await Client.connect(**temporal_connect_config())
+    config = temporal_connect_config()
+    try:
+        client = await Client.connect(**config)
+    except RuntimeError as err:
+        say(f"failed: cannot reach Temporal at {config['target_host']}: {err}")
+        return 1
     deployment = Deploy(client, new, os.environ.get("TEMPORAL_TASK_QUEUE", TASK_QUEUE_NAME))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -37,12 +37,18 @@ SERVER_TUNING = (
 )
 """Dev-server flags measured to matter (docs/operating.md, "Dev server settings")."""
 
-REPORTING_FLAGS = (
+DEPLOYMENT_FLAGS = (
     "--dynamic-config-value",
     "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=2",
+    "--dynamic-config-value",
+    'matching.wv.VersionDrainageStatusVisibilityGracePeriod="30s"',
+    "--dynamic-config-value",
+    'matching.wv.VersionDrainageStatusRefreshInterval="2s"',
 )
-"""Marks a run whose workflow task keeps failing after 2 failures, not 5: its
-booking is reported stuck within a minute (`deployment.REPORTED_PROBLEMS`)."""
+"""Deployment states in seconds, not minutes: a run whose workflow task keeps
+failing is marked after 2 failures, not 5 (`deployment.REPORTED_PROBLEMS`), and
+an old version is `DRAINED` 30 s after it stopped being current, not 3 min
+(`deployment.DRAINED`), still longer than `make deploy`'s 20 s watch."""
 
 SEARCH_ATTRIBUTE_TYPES = {key.name: type_name(key.indexed_value_type) for key in SEARCH_ATTRIBUTES}
 """The saga's search attributes as the CLI names them: `{"BookingStatus": "Keyword", ...}`."""
@@ -96,7 +102,7 @@ class ServerSettings:
             *([f"--db-filename={self.db_file}"] if persistent else []),
             "--log-level=error",
             *SEARCH_ATTRIBUTE_FLAGS,
-            *REPORTING_FLAGS,
+            *DEPLOYMENT_FLAGS,
             *(SERVER_TUNING if tuned else ()),
         ]
 

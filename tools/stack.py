@@ -16,7 +16,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,6 +33,9 @@ from tools.processes import (
     server_serving,
     wait_until,
 )
+
+RETIRING = "has drained: no booking is left on it"
+"""What a worker says as it stops for good (`run_worker.look_after_version`)."""
 
 STOP_TIMEOUTS = {"api": 10.0, "worker": 20.0, "server": 10.0}
 """Seconds each process gets after SIGTERM before SIGKILL, in stopping order."""
@@ -69,6 +72,7 @@ class Stack:
     def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
         self.children: dict[str, Child] = {}
+        self.retiring = False
         self.env = {
             "TEMPORAL_ADDRESS": settings.server.address,
             "PORT": str(settings.api.port),
@@ -79,16 +83,25 @@ class Stack:
     def start(self, name: str, command: list[str]) -> None:
         """Start a child in its own process group, so Ctrl-C reaches only us."""
         relay = partial(labelled, name)
+        if name == "worker":
+            relay = partial(self.watch_worker, relay)
         self.children[name] = Child(command, cwd=ROOT, env=self.env, output=relay)
+
+    def watch_worker(self, relay: Callable[[str], None], line: str) -> None:
+        """Relay a worker's line, noting whether it says its version has drained."""
+        self.retiring = self.retiring or RETIRING in line
+        relay(line)
 
     def exited(self) -> str | None:
         """Return the name of a child that has exited, if any.
 
-        A worker that exits 0 by itself has retired (its version drained, after
-        `make deploy` made another current): the stack goes on without it.
+        A worker that exits after saying that its version has drained (after
+        `make deploy` made another one current) has retired: the stack goes on
+        without it.
         """
         worker = self.children.get("worker")
-        if worker is not None and not worker.running and worker.process.returncode == 0:
+        retired = worker is not None and self.retiring and worker.process.poll() == 0
+        if retired:
             print(" stack | worker retired: its version has drained", flush=True)
             del self.children["worker"]
         return next((n for n, c in self.children.items() if not c.running), None)
@@ -133,10 +146,13 @@ def serves_new_bookings(readyz: str) -> bool:
         with urllib.request.urlopen(readyz, timeout=5) as response:
             return bool(response.status == 200)
     except urllib.error.HTTPError as err:
-        problem = json.loads(err.read() or b"{}")
-        if not problem.get("stuck"):
+        try:
+            problem = json.loads(err.read())
+        except ValueError:  # not the API's problem+json: not ready
             return False
-        print(f" stack | not ready: {problem['detail']}", flush=True)
+        if not isinstance(problem, dict) or not problem.get("stuck"):
+            return False
+        print(f" stack | not ready: {problem.get('detail')}", flush=True)
         return True
     except OSError:  # refused, reset or timed out
         return False

@@ -1,9 +1,10 @@
 """Workers for the tests: the real activities on fresh stores, run in-process."""
 
 import asyncio
+import inspect
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,12 +111,17 @@ def held_by(activities: BookingActivities, user_id: str) -> dict[str, int]:
     }
 
 
-async def until(holds: Any, what: str, within: float = 60) -> None:
-    """Poll the async or plain `holds` until true; fail naming `what` after `within` s."""
+async def until(holds: Callable[[], bool | Awaitable[bool]], what: str, within: float = 60) -> None:
+    """Poll `holds` (plain or async) until true; fail naming `what` after `within` s."""
     deadline = asyncio.get_running_loop().time() + within
-    while not (await holds() if asyncio.iscoroutinefunction(holds) else holds()):
+    while not await answer(holds()):
         assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
         await asyncio.sleep(0.5)
+
+
+async def answer(held: bool | Awaitable[bool]) -> bool:
+    """Return a plain or awaited answer."""
+    return await held if inspect.isawaitable(held) else held
 
 
 async def reported(client: Client, name: str, task_queue: str) -> list[Stuck]:

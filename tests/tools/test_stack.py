@@ -286,13 +286,17 @@ def test_make_deploy_beside_make_run_retires_its_worker_and_the_stack_goes_on(
         try:
             deploy.output.wait_for("is current: new bookings start on it")
             after = str(post_json(f"{api}/bookings", JOHN)["user_id"])
-            output.wait_for("stack | worker retired: its version has drained", timeout=90)
-            assert [ended(api, user_id)["status"] for user_id in [*before, after]] == [
-                "confirmed"
-            ] * 4
-            assert get_json(f"{api}/readyz")["status"] == "ready"  # the new version's worker
+            output.wait_for("stack | worker retired: its version has drained", timeout=120)
+            statuses = [ended(api, user_id)["status"] for user_id in [*before, after]]
+            ready = get_json(f"{api}/readyz")  # served by the new version's worker
         finally:
-            assert deploy.stop(30) == 0, deploy.output.text()
+            stopped = deploy.stop(30)
+    deployed = deploy.output.text()
+    assert stopped == 0, deployed
+    assert statuses == ["confirmed"] * 4
+    assert ready["status"] == "ready"
+    # The first three were in flight on make run's version when the deploy began.
+    assert re.search(r"deploy \| open bookings: \S+ [1-3], ", deployed), deployed
     text = "".join(output.lines)
     assert "stack | worker exited" not in text
     assert "has drained: no booking is left on it" in text
