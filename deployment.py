@@ -18,13 +18,15 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
 from temporalio.api.deployment.v1 import WorkerDeploymentVersion as VersionProto
 from temporalio.api.enums.v1 import TaskQueueType, WorkerDeploymentVersionStatus
+from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
     DescribeWorkerDeploymentRequest,
     DescribeWorkerDeploymentVersionRequest,
     ListWorkflowExecutionsRequest,
@@ -176,8 +178,36 @@ async def routing(client: Client, deployment_name: str) -> Routing | None:
     )
 
 
-async def polls(client: Client, version: WorkerDeploymentVersion, task_queue: str) -> bool:
-    """Return whether Temporal has seen workers of `version` poll `task_queue`'s two queues."""
+async def polls(
+    client: Client, version: WorkerDeploymentVersion, task_queue: str, since: datetime
+) -> bool:
+    """Return whether a worker of `version` has polled `task_queue` since `since`.
+
+    Its two queues must be registered to the version (as they stay after its
+    workers have gone: a build id deployed before), and one of its workers
+    must be among the workflow queue's pollers since then.
+    """
+    if not await registered(client, version, task_queue):
+        return False
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        ),
+        retry=True,
+        timeout=CALL_TIMEOUT,
+    )
+    return any(
+        poller.deployment_options.build_id == version.build_id
+        and poller.deployment_options.deployment_name == version.deployment_name
+        and poller.last_access_time.ToDatetime(UTC) >= since - CLOCK_SKEW
+        for poller in response.pollers
+    )
+
+
+async def registered(client: Client, version: WorkerDeploymentVersion, task_queue: str) -> bool:
+    """Return whether `task_queue`'s two queues belong to `version`."""
     try:
         response = await client.workflow_service.describe_worker_deployment_version(
             DescribeWorkerDeploymentVersionRequest(
@@ -272,6 +302,12 @@ async def started_on(client: Client, version: WorkerDeploymentVersion, since: da
     return (await client.count_workflows(query, rpc_timeout=CALL_TIMEOUT)).count
 
 
+async def serving(client: Client, version: WorkerDeploymentVersion) -> bool:
+    """Return whether `version` is current, ramping, or draining the bookings it took."""
+    known = await routing(client, version.deployment_name)
+    return known is not None and known.statuses.get(version.build_id) in SERVING
+
+
 async def drained(client: Client, version: WorkerDeploymentVersion) -> bool:
     """Return whether `version` is done: Temporal says `DRAINED`, and no booking is open on it.
 
@@ -341,6 +377,7 @@ async def stuck(
     found = [Stuck("bookings whose workflow task keeps failing", failing)] if failing else []
     waiting = f"{on_queue} AND {REPORTED_PROBLEMS} IS NULL"
     known = await routing(client, deployment_name)
+    sent_new: list[str] = []  # the versions that new bookings go to, and no worker takes
     for build_id, status in (known.statuses if known else {}).items():
         version = WorkerDeploymentVersion(deployment_name, build_id)
         if status not in SERVING or not await unserved(client, version, task_queue):
@@ -348,11 +385,12 @@ async def stuck(
         if pinned := await open_bookings(client, f'{waiting} AND {VERSION} = "{key(version)}"'):
             reason = f"bookings pinned to version {key(version)}, which no worker takes"
             found.append(Stuck(reason, pinned))
-        # New bookings are pinned by their first workflow task, which waits too.
-        sent_new = known is not None and build_id in (known.current, known.ramping)
-        if sent_new and (new := await open_bookings(client, f"{waiting} AND {VERSION} IS NULL")):
-            reason = f"new bookings, sent to version {key(version)}, which no worker takes"
-            found.append(Stuck(reason, new))
+        if known is not None and build_id in (known.current, known.ramping):
+            sent_new.append(key(version))
+    # New bookings are pinned by their first workflow task, which waits too.
+    if sent_new and (new := await open_bookings(client, f"{waiting} AND {VERSION} IS NULL")):
+        to = " or ".join(sent_new)
+        found.append(Stuck(f"new bookings, sent to version {to}, which no worker takes", new))
     return found
 
 
@@ -407,6 +445,9 @@ async def waiting_for(
     return None
 
 
+CLOCK_SKEW = timedelta(seconds=5)
+"""How far this machine's clock may be from the server's, when comparing their times."""
+
 POLL_SEEN_WITHIN = timedelta(seconds=30)
 """How long a started worker's version may take to show up in its deployment (0.4 s here)."""
 
@@ -420,25 +461,33 @@ async def await_polls(
     version: WorkerDeploymentVersion,
     task_queue: str,
     within: timedelta = POLL_SEEN_WITHIN,
+    since: datetime | None = None,
 ) -> None:
-    """Return once Temporal has seen `version` poll `task_queue`; `VersionProblem` if not soon."""
+    """Return once a worker of `version` polls `task_queue` since `since` (None: now).
+
+    Raises `VersionProblem` if none does `within` the time given.
+    """
+    since = since or datetime.now(UTC)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within.total_seconds()
-    while not await polls(client, version, task_queue):
+    while not await polls(client, version, task_queue, since):
         if loop.time() > deadline:
             raise VersionProblem(f"Temporal saw no worker of {key(version)} poll within {within}")
         await asyncio.sleep(0.2)
 
 
-async def take_current(client: Client, settings: VersionSettings, task_queue: str) -> str:
+async def take_current(
+    client: Client, settings: VersionSettings, task_queue: str, since: datetime | None = None
+) -> str:
     """Make the worker's version current if `settings.set_current` says so; say what stands.
 
-    Call it once the worker polls. A conflict (another worker switched between
-    our read and our write) is read again, so the last writer knows who won.
+    Call it once the worker polls (since `since`: its start). A conflict
+    (another worker switched between our read and our write) is read again,
+    so the last writer knows who won.
     Raises `VersionProblem` or `RPCError` if it cannot say yet: try again later.
     """
     version = settings.version
-    await await_polls(client, version, task_queue)
+    await await_polls(client, version, task_queue, since=since)
     for attempt in range(3):
         known = await routing(client, version.deployment_name)
         if known is None:  # seen polling, the deployment is not yet described

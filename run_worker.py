@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,15 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import BookingActivities
 from config import PROJECT_DIR, ConfigError, temporal_connect_config
-from deployment import VersionProblem, VersionSettings, drained, key, stuck, take_current
+from deployment import (
+    VersionProblem,
+    VersionSettings,
+    drained,
+    key,
+    serving,
+    stuck,
+    take_current,
+)
 from namespace import NamespaceProblem, prepare
 from providers import ProviderStore, Simulation
 from shared import TASK_QUEUE_NAME
@@ -129,14 +137,20 @@ async def look_after_version(
 ) -> None:
     """Take the version current if told to; then report stuck bookings until it drains.
 
-    Returns once the version has drained (replaced as current, and no booking
-    left pinned to it): its worker has nothing more to do. Temporal's errors
-    are logged and the look tried again: the worker serves meanwhile.
+    Returns once the version, having served since this worker started, has
+    drained (replaced as current, and no booking left pinned to it): its
+    worker has nothing more to do. A worker of a version that drained before
+    it started waits instead, to be made current again (a deploy back to it).
+    Temporal's errors are logged and the look tried again: the worker serves
+    meanwhile.
     """
     version = settings.version
+    started = datetime.now(UTC)
+    served = False
     while True:
         try:
-            log.info("%s", await take_current(client, version, settings.task_queue))
+            said = await take_current(client, version, settings.task_queue, since=started)
+            log.info("%s", said)
             break
         except (RPCError, VersionProblem) as err:
             log.warning(
@@ -149,7 +163,8 @@ async def look_after_version(
     while not await stopped(stop, WATCH_EVERY):
         try:
             found = await stuck(client, version.deployment_name, settings.task_queue)
-            done = await drained(client, version.version)
+            served = served or await serving(client, version.version)
+            done = served and await drained(client, version.version)
         except RPCError as err:
             log.warning("Cannot read the deployment (%s); trying again", err.message)
             continue

@@ -1,5 +1,6 @@
 """Following bookings: find one, show where it stands, cancel it, list them, count workers."""
 
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,8 @@ from shared import (
     Outcome,
 )
 from workflows import BookingWorkflow
+
+log = logging.getLogger("api.following")
 
 QUERY_TIMEOUT = timedelta(seconds=5)
 """How long a worker may take to answer the progress query."""
@@ -105,10 +108,11 @@ class StuckCheck:
             try:
                 self.found = await bounded(look())
             except TimeoutError:
-                pass
+                log.warning("The look for stuck bookings took too long; keeping the last one")
             except RPCError as err:
                 if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
                     raise
+                log.warning("Temporal too busy to look for stuck bookings; keeping the last look")
         return self.found
 
 

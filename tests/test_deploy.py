@@ -10,6 +10,7 @@ restart of an unversioned worker, and shows that the checks see it.
 
 import asyncio
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -25,7 +26,14 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import MetricMeter
 
 from api.settings import ApiSettings
-from deployment import SetCurrent, VersionSettings, code_build_id, routing, take_current
+from deployment import (
+    SetCurrent,
+    VersionSettings,
+    code_build_id,
+    pinned_to,
+    routing,
+    take_current,
+)
 from providers import ProviderStore
 from run_worker import WorkerSettings, build_worker, look_after_version
 from shared import BookingState, BookVacationInput, Outcome
@@ -292,7 +300,8 @@ async def test_a_version_that_fails_its_first_bookings_is_rolled_back(
             await wait_for_output(deploy, switched)
             canaries = trips(3)
             await start(client, task_queue, canaries)
-            status = await asyncio.to_thread(deploy.process.wait, 60)
+            # Put back, it waits for the bookings it took: its drain, 30 s here.
+            status = await asyncio.to_thread(deploy.process.wait, 120)
         finally:
             deploy.stop(30)
         output = deploy.output.text()
@@ -314,6 +323,43 @@ async def test_a_version_that_fails_its_first_bookings_is_rolled_back(
             assert (await handle.result()).outcome == Outcome.CONFIRMED
         assert not looking_after.done()
         looking_after.cancel()
+
+
+@pytest.mark.timeout(180)
+async def test_a_deploy_interrupted_in_its_watch_puts_back_the_old_version_and_drains(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    name, task_queue = f"deploy-{uuid.uuid4().hex[:8]}", f"deploy-{uuid.uuid4()}"
+    changed = changed_copy(tmp_path / "v2")
+    providers = tmp_path / "providers"
+    v1, v2 = VersionSettings(name, code_build_id()), code_build_id(changed)
+    # The new version's bookings take a few seconds: still running at the Ctrl-C.
+    env = {**process_env(address, task_queue, name, providers), "SIM_LATENCY_SECONDS": "1"}
+    command = [sys.executable, "-m", "tools.deploy", "--canary-for", "120"]
+    async with build_worker(client, quick_activities(providers), task_queue, version=v1.version):
+        await take_current(client, v1, task_queue)
+        deploy = Child(command, cwd=changed, env=env)
+        try:
+            await wait_for_output(deploy, "is current: new bookings start on it")
+            taken = trips(2)
+            await start(client, task_queue, taken)
+            v2_version = VersionSettings(name, v2).version
+
+            async def both_pinned() -> bool:
+                return (await pinned_to(client, v2_version)).count == len(taken)
+
+            await until(both_pinned, "the two bookings pinned to v2")
+            deploy.process.send_signal(signal.SIGINT)  # Ctrl-C
+            status = await asyncio.to_thread(deploy.process.wait, 120)
+        finally:
+            deploy.stop(30)
+        output = deploy.output.text()
+        assert status == 1, output
+        assert f"failed: interrupted; new bookings go to {name}:{v1.build_id}" in output
+        assert await current_build_id(client, name) == v1.build_id
+        # They finished on v2's worker, before the deploy stopped it.
+        problems = await deploy_problems(client, [Expected(b, V2_ORDER, v2) for b in taken], 0)
+        assert problems == [], output
 
 
 @pytest.mark.timeout(120)

@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 
 from temporalio.client import Client
@@ -37,13 +37,12 @@ from config import ConfigError, temporal_connect_config
 from deployment import (
     DRAINED,
     POLL_SEEN_WITHIN,
-    VersionProblem,
     VersionSettings,
-    await_polls,
     drained,
     failing_since,
     key,
     pinned_to,
+    polls,
     routing,
     set_current,
     set_ramping,
@@ -52,6 +51,9 @@ from deployment import (
 from shared import TASK_QUEUE_NAME
 from tools.children import Child
 from tools.processes import ROOT, exit_at_once
+
+PUT_BACK_TRIES = 5
+"""Tries at putting the old version back while Temporal fails them (2, 4, 6... s apart)."""
 
 WATCH_EVERY = 2.0
 """Seconds between two looks at the deployment while a stage waits."""
@@ -134,20 +136,33 @@ class Deploy:
         else:
             await set_ramping(self.client, self.new, percentage, token, self.identity)
 
-    async def put_back(self) -> str:
-        """End the new version's ramp, or make the old version current again; say which."""
+    async def put_back(self) -> str | None:
+        """End the new version's ramp, or make the old version current again; say what stands.
+
+        Returns None if the new version stays current (there was none before it).
+        """
         known = await routing(self.client, self.new.deployment_name)
-        if known is None:
-            return f"{key(self.new)} is not known to Temporal"
-        if known.ramping == self.new.build_id:
+        if known is not None and known.ramping == self.new.build_id:
             await set_ramping(self.client, self.new, 0, known.conflict_token, self.identity)
-        elif known.current == self.new.build_id and self.old is not None:
+        elif known is not None and known.current == self.new.build_id:
+            if self.old is None:
+                return None
             if known.statuses.get(self.old.build_id) == DRAINED:
                 say(f"{key(self.old)} had drained: start its workers again if they stopped")
             await set_current(self.client, self.old, known.conflict_token, self.identity)
-        elif known.current == self.new.build_id:
-            return f"{key(self.new)} stays current: there was none before it"
-        return f"new bookings go to {key(self.old) if self.old else 'no version'} again"
+        known = await routing(self.client, self.new.deployment_name)
+        current = known.current if known else None
+        return f"new bookings go to {self.new.deployment_name}:{current or 'no version'}"
+
+    async def put_back_for_good(self) -> str | None:
+        """`put_back`, tried again while Temporal fails it; None if the new version stays."""
+        for attempt in range(PUT_BACK_TRIES):
+            try:
+                return await self.put_back()
+            except RPCError as err:
+                say(f"cannot put the old version back yet: {err.message}")
+                await asyncio.sleep(2.0 * (attempt + 1))
+        return None
 
     async def say_counts(self) -> None:
         """Print the bookings open on each version, when they have changed."""
@@ -175,32 +190,66 @@ class Deploy:
         say(f"{key(self.new)} took {taken} booking(s) in {seconds:.0f} s, {verdict}")
 
     async def await_drained(self, version: WorkerDeploymentVersion) -> None:
-        """Return once `version` has drained, printing the open bookings as they change."""
-        while not await drained(self.client, version):
+        """Return once `version` has drained, printing the open bookings as they change.
+
+        Temporal's errors are said and the look tried again: a drain may take
+        as long as the longest booking.
+        """
+        while True:
+            try:
+                if await drained(self.client, version):
+                    return
+                await self.say_counts()
+            except RPCError as err:
+                say(f"cannot read the deployment ({err.message}); trying again")
             await self.wait(WATCH_EVERY)
-            await self.say_counts()
+
+    async def await_polls(self, within: float) -> None:
+        """Return once a worker of the new version polls; `DeployFailed` if none soon, or Ctrl-C."""
+        since = datetime.now(UTC)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not await polls(self.client, self.new, self.task_queue, since):
+            if loop.time() > deadline:
+                seen = f"Temporal saw no worker of {key(self.new)} poll"
+                raise DeployFailed(f"{seen} within {within:g} s")
+            if exited := self.exited():
+                raise DeployFailed(exited)
+            await self.wait(0.2)
+
+    async def drain_new(self) -> None:
+        """After a put back: let the bookings pinned to the new version finish on its workers."""
+        if self.exited() is not None or not self.workers:
+            return
+        say(f"the bookings {key(self.new)} took finish on it first (Ctrl-C leaves them)")
+        with contextlib.suppress(DeployFailed):  # Ctrl-C
+            await self.await_drained(self.new)
 
     async def take_over(self, args: argparse.Namespace) -> None:
         """Ramp (if asked), switch and watch; put the old version back if any of it fails."""
         try:
             if args.ramp:
                 since = datetime.now(UTC)
+                await self.wait(0)  # a Ctrl-C so far stops here, before any switch
                 await self.switch(args.ramp)
                 say(f"ramping: {args.ramp:g} % of new bookings go to {key(self.new)}")
                 await self.watch_first_bookings(since, args.ramp_for)
             since = datetime.now(UTC)
+            await self.wait(0)
             await self.switch()
             say(f"{key(self.new)} is current: new bookings start on it")
             await self.watch_first_bookings(since, args.canary_for)
         except (DeployFailed, RPCError) as err:
             why = str(err) if isinstance(err, DeployFailed) else f"Temporal: {err.message}"
-            put_back = await self.put_back()
-            self.stop.clear()  # a Ctrl-C stopped the switch; the next one stops the drain
-            if self.exited() is None and (await pinned_to(self.client, self.new)).count:
-                say(f"the bookings {key(self.new)} took finish on it first (Ctrl-C leaves them)")
-                with contextlib.suppress(DeployFailed):
-                    await self.await_drained(self.new)
-            raise DeployFailed(f"{why}; {put_back}") from None
+            self.stop.clear()  # a Ctrl-C stopped the switch; the next one stops what follows
+            stands = await self.put_back_for_good()
+            if stands is None:  # the new version stays current: its workers must stay
+                if self.workers:
+                    say(f"{key(self.new)} stays current; its worker(s) run here until Ctrl-C")
+                    await self.stop.wait()
+                raise DeployFailed(f"{why}; {key(self.new)} stayed current") from None
+            await self.drain_new()
+            raise DeployFailed(f"{why}; {stands}") from None
 
 
 async def deploy(deployment: Deploy, args: argparse.Namespace) -> None:
@@ -210,28 +259,26 @@ async def deploy(deployment: Deploy, args: argparse.Namespace) -> None:
     if known is not None and known.current == new.build_id:
         say(f"{key(new)} is already current: nothing to deploy")
         return
-    if known is not None and known.ramping:
-        raise DeployFailed(f"{new.deployment_name}:{known.ramping} is ramping: another deploy?")
+    if known is not None and known.ramping and known.ramping != new.build_id:
+        raise DeployFailed(
+            f"{new.deployment_name}:{known.ramping} is ramping (another deploy?): "
+            "end that ramp first, with the CLI's `temporal worker deployment set-ramping-version`"
+        )
     if known is not None and known.current:
         deployment.old = WorkerDeploymentVersion(new.deployment_name, known.current)
     say(f"deploying {key(new)}; current: {key(deployment.old) if deployment.old else 'none'}")
     await deployment.say_counts()
     deployment.start_workers(args.workers, os.environ)
     say(f"waiting for Temporal to see {key(new)} poll {deployment.task_queue!r}")
-    try:
-        await await_polls(client, new, deployment.task_queue, timedelta(seconds=args.poll_within))
-    except VersionProblem as err:
-        raise DeployFailed(str(err)) from None
-    if exited := deployment.exited():
-        raise DeployFailed(exited)
+    await deployment.await_polls(args.poll_within)
     await deployment.take_over(args)
     if deployment.old is not None:
         try:
             await deployment.await_drained(deployment.old)
         except DeployFailed:
             raise DeployFailed(
-                f"interrupted: {key(new)} stays current, and the old version drains; "
-                "new bookings wait for its workers, which stop here now"
+                f"interrupted: {key(new)} stays current and {key(deployment.old)} drains; "
+                f"new bookings wait for workers of {key(new)}: the ones here stop now"
             ) from None
         say(f"{key(deployment.old)} has drained: its workers stop themselves now")
 

@@ -273,7 +273,7 @@ def test_make_deploy_beside_make_run_retires_its_worker_and_the_stack_goes_on(
         "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
         "PROVIDERS_DIR": str(tmp_path / "providers"),
         "WORKER_METRICS_ADDRESS": "",
-        "SIM_LATENCY_SECONDS": "2",  # the bookings are still running when the deploy switches
+        "SIM_LATENCY_SECONDS": "4",  # the bookings are still running when the deploy switches
     }
     api = f"http://127.0.0.1:{api_port}"
     changed = changed_copy(tmp_path / "changed")
@@ -287,6 +287,7 @@ def test_make_deploy_beside_make_run_retires_its_worker_and_the_stack_goes_on(
             deploy.output.wait_for("is current: new bookings start on it")
             after = str(post_json(f"{api}/bookings", JOHN)["user_id"])
             output.wait_for("stack | worker retired: its version has drained", timeout=120)
+            deploy.output.wait_for("serves; its worker(s) run here until Ctrl-C", timeout=60)
             statuses = [ended(api, user_id)["status"] for user_id in [*before, after]]
             ready = get_json(f"{api}/readyz")  # served by the new version's worker
         finally:
