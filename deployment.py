@@ -69,11 +69,20 @@ REPORTED_PROBLEMS = "TemporalReportedProblems"
 cannot replay it); after 5 failures by default, `system.numConsecutiveWorkflow
 TaskProblemsToTriggerSearchAttribute`, which `make run`'s server sets to 2."""
 
-DRAINED = WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINED
-"""A version no longer current or ramping, with no open run pinned to it, as Temporal
-sees it after a grace period (`matching.wv.VersionDrainageStatusVisibilityGracePeriod`:
-3 min by default, 30 s on `make run`'s and the tests' servers) that covers a
-deploy's watch of the new version, which may put this one back, and visibility's lag."""
+DRAINING = (
+    WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINING,
+    WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINED,
+)
+"""A version that was current or ramping, and is no longer: it only finishes its runs."""
+
+DRAIN_GRACE = timedelta(seconds=40)
+"""How long a version must have been out of routing before it counts as drained.
+
+Twice `make deploy`'s watch of a new version (20 s), after which the old one
+may be put back, so its workers must still be up; and longer than
+visibility's lag, so a booking pinned a moment before the switch is counted.
+Temporal's own `DRAINED` status waits 3 min by default for the same reasons.
+"""
 
 SERVING = (
     WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_CURRENT,
@@ -151,6 +160,8 @@ class Routing:
     statuses: dict[str, int]
     """Each version's `WorkerDeploymentVersionStatus`, by build id."""
     conflict_token: bytes
+    deactivated: dict[str, datetime] = field(default_factory=dict)
+    """When each version that was current or ramping stopped being so, by build id."""
 
 
 async def routing(client: Client, deployment_name: str) -> Routing | None:
@@ -175,6 +186,11 @@ async def routing(client: Client, deployment_name: str) -> Routing | None:
         ramp_percentage=config.ramping_version_percentage,
         statuses={s.deployment_version.build_id: s.status for s in info.version_summaries},
         conflict_token=response.conflict_token,
+        deactivated={
+            s.deployment_version.build_id: s.last_deactivation_time.ToDatetime(UTC)
+            for s in info.version_summaries
+            if s.HasField("last_deactivation_time")
+        },
     )
 
 
@@ -309,13 +325,12 @@ async def serving(client: Client, version: WorkerDeploymentVersion) -> bool:
 
 
 async def drained(client: Client, version: WorkerDeploymentVersion) -> bool:
-    """Return whether `version` is done: Temporal says `DRAINED`, and no booking is open on it.
-
-    Temporal's status comes only once its grace period has passed; the count
-    is read now: both must agree.
-    """
+    """Return whether `version` is done: out of routing for `DRAIN_GRACE`, no booking open on it."""
     known = await routing(client, version.deployment_name)
-    if known is None or known.statuses.get(version.build_id) != DRAINED:
+    if known is None or known.statuses.get(version.build_id) not in DRAINING:
+        return False
+    since = known.deactivated.get(version.build_id)
+    if since is None or datetime.now(UTC) - since < DRAIN_GRACE:
         return False
     return (await pinned_to(client, version)).count == 0
 

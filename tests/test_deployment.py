@@ -196,9 +196,11 @@ async def test_bookings_left_on_a_version_without_workers_are_reported_then_reco
             await finished(client, bookings)
         else:  # as run_worker.py does: serves them, then stops once its version drained
             again = WorkerSettings(task_queue=task_queue, version=old)
-            async with build_worker(client, held, task_queue, version=old.version):
+            # A process of its own has an identity of its own: Temporal tells pollers by it.
+            own = await Client.connect(address, identity=f"recovery-{uuid.uuid4()}")
+            async with build_worker(own, held, task_queue, version=old.version):
                 retiring = asyncio.create_task(
-                    look_after_version(client, again, metrics.metric_meter, asyncio.Event())
+                    look_after_version(own, again, metrics.metric_meter, asyncio.Event())
                 )
                 await finished(client, bookings)
                 await asyncio.wait_for(retiring, 90)

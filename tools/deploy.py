@@ -35,7 +35,6 @@ from temporalio.service import RPCError
 
 from config import ConfigError, temporal_connect_config
 from deployment import (
-    DRAINED,
     POLL_SEEN_WITHIN,
     VersionSettings,
     drained,
@@ -147,12 +146,13 @@ class Deploy:
         elif known is not None and known.current == self.new.build_id:
             if self.old is None:
                 return None
-            if known.statuses.get(self.old.build_id) == DRAINED:
+            if await drained(self.client, self.old):
                 say(f"{key(self.old)} had drained: start its workers again if they stopped")
             await set_current(self.client, self.old, known.conflict_token, self.identity)
         known = await routing(self.client, self.new.deployment_name)
         current = known.current if known else None
-        return f"new bookings go to {self.new.deployment_name}:{current or 'no version'}"
+        again = " again" if self.old is not None and current == self.old.build_id else ""
+        return f"new bookings go to {self.new.deployment_name}:{current or 'no version'}{again}"
 
     async def put_back_for_good(self) -> str | None:
         """`put_back`, tried again while Temporal fails it; None if the new version stays."""
