@@ -204,13 +204,16 @@ class Following(Operations):
         return len(fresh)
 
     @reaching_temporal
-    async def check_nothing_stuck(self) -> None:
-        """Raise `BookingsStuck` if any booking cannot make progress (`deployment.stuck`)."""
+    async def check_nothing_stuck(self, *, name_them: bool) -> None:
+        """Raise `BookingsStuck` if any booking cannot make progress (`deployment.stuck`).
+
+        `name_them`: say the first ids (to anyone: an API without keys shows
+        every booking to every caller); else counts only.
+        """
         if found := await self.last_stuck.or_new(
             lambda: stuck(self.client, self.deployment_name, self.task_queue)
         ):
-            # The API's `/readyz` is public: counts, no booking's id (the worker's log names them).
-            detail = "; ".join(group.summary for group in found)
+            detail = "; ".join(str(group) if name_them else group.summary for group in found)
             count = sum(group.bookings.count for group in found)
             raise BookingsStuck(f'{detail} (docs/operating.md, "Stuck bookings")', count)
 

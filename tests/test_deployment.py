@@ -1,6 +1,7 @@
 """The saga's worker deployment: versions from settings, the first deploy, and stuck bookings."""
 
 import asyncio
+import dataclasses
 import os
 import re
 import subprocess
@@ -27,6 +28,7 @@ from deployment import (
 )
 from run_worker import WorkerSettings, build_worker, look_after_version, runtime
 from shared import DEPLOYMENT_NAME, BookingState, BookVacationInput, Outcome
+from tests.support.keys import API_KEYS
 from tests.support.trips import HeldCar, trip
 from tests.support.workers import quick, reported, until
 from tests.test_observability import sample, scrape
@@ -150,14 +152,19 @@ async def test_bookings_left_on_a_version_without_workers_are_reported_then_reco
         assert [(group.reason, set(group.bookings.user_ids)) for group in found] == [
             (f"bookings pinned to version {name}:before-the-edit, which no worker takes", ids)
         ]
-        api = make_app(ApiSettings(task_queue=task_queue, deployment_name=name)).test_client()
+        settings = ApiSettings(task_queue=task_queue, deployment_name=name)
+        api = make_app(settings).test_client()
         ready = await asyncio.to_thread(api.get, "/readyz")
         assert ready.status_code == 503
         assert ready.get_json()["stuck"] == len(ids)
         assert ready.get_json()["detail"].startswith(
-            f"3 bookings pinned to version {name}:before-the-edit, which no worker takes"
+            f"3 bookings pinned to version {name}:before-the-edit, which no worker takes: "
         )
-        assert not [user_id for user_id in ids if user_id in ready.get_data(as_text=True)]
+        assert all(user_id in ready.get_json()["detail"] for user_id in ids)  # open: all see all
+        keyed = make_app(dataclasses.replace(settings, api_keys=API_KEYS)).test_client()
+        public = await asyncio.to_thread(keyed.get, "/readyz")  # with keys: no one's booking
+        assert (public.status_code, public.get_json()["stuck"]) == (503, len(ids))
+        assert not [user_id for user_id in ids if user_id in public.get_data(as_text=True)]
 
         status = await asyncio.to_thread(api.get, f"/bookings/{bookings[0].book_user_id}")
         assert status.status_code == 503
