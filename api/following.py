@@ -99,6 +99,8 @@ class StuckCheck:
 
     found: list[Stuck] = field(default_factory=list)
     at: float = -math.inf
+    within: timedelta = RPC_TIMEOUT
+    """How long one look may take."""
 
     async def or_new(self, look: Callable[[], Awaitable[list[Stuck]]]) -> list[Stuck]:
         """Return the last look's finding if recent, else `look` again."""
@@ -106,7 +108,7 @@ class StuckCheck:
         if now - self.at >= STUCK_CHECK_EVERY.total_seconds():
             self.at = now  # before the look: the probes meanwhile take the last finding
             try:
-                self.found = await bounded(look())
+                self.found = await bounded(look(), self.within)
             except TimeoutError:
                 log.warning("The look for stuck bookings took too long; keeping the last one")
             except RPCError as err:

@@ -29,6 +29,7 @@ from tools.processes import (
     temporal_binary,
     wait_until,
 )
+from tools.stack import Stack, StackSettings
 
 README = (ROOT / "README.md").read_text()
 API_PAGE = (ROOT / "docs" / "api.md").read_text()
@@ -301,3 +302,23 @@ def test_make_deploy_beside_make_run_retires_its_worker_and_the_stack_goes_on(
     text = "".join(output.lines)
     assert "stack | worker exited" not in text
     assert "has drained: no booking is left on it" in text
+
+
+@pytest.mark.parametrize(
+    ("last_words", "exited"),
+    [
+        ("INFO run_worker: Version d:b has drained: no booking is left on it", None),
+        ("INFO run_worker: Worker stopped", "worker"),
+    ],
+    ids=["retired", "stopped"],
+)
+def test_a_worker_that_exits_retires_only_once_it_said_its_version_drained(
+    last_words: str, exited: str | None
+) -> None:
+    stack = Stack(StackSettings())
+    stack.start("worker", [sys.executable, "-c", f"print({last_words!r})"])
+    worker = stack.children["worker"]
+    worker.process.wait(30)
+    worker.output.join()
+    assert stack.exited() == exited
+    assert ("worker" in stack.children) == (exited is not None)
