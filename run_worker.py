@@ -24,6 +24,7 @@ from config import PROJECT_DIR, ConfigError, temporal_connect_config
 from deployment import (
     VersionProblem,
     VersionSettings,
+    code_build_id,
     drained,
     key,
     serving,
@@ -147,6 +148,7 @@ async def look_after_version(
     version = settings.version
     started = datetime.now(UTC)
     served = False
+    code = code_build_id()
     while True:
         try:
             said = await take_current(client, version, settings.task_queue, since=started)
@@ -169,6 +171,15 @@ async def look_after_version(
             log.warning("Cannot read the deployment (%s); trying again", err.message)
             continue
         gauge.set(sum(group.bookings.count for group in found))
+        if code and (edited := code_build_id()) != code:
+            # The sandbox reads workflows.py afresh for each run: the edit is live, unversioned.
+            log.warning(
+                "The saga's code changed on disk (now %s): new bookings run it as version %s; "
+                "restart this worker, or `make deploy` the change (docs/operating.md)",
+                edited,
+                key(version.version),
+            )
+            code = ""  # said once
         now = "; ".join(map(str, found))
         if now != reported:
             if now:
