@@ -21,16 +21,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import BookingActivities
 from config import PROJECT_DIR, ConfigError, temporal_connect_config
-from deployment import (
-    VersionProblem,
-    VersionSettings,
-    code_build_id,
-    drained,
-    key,
-    serving,
-    stuck,
-    take_current,
-)
+from deployment.bookings import drained, serving
+from deployment.stuck import stuck
+from deployment.versions import VersionProblem, VersionSettings, code_build_id, key, take_current
 from namespace import NamespaceProblem, prepare
 from providers import ProviderStore, Simulation
 from shared import TASK_QUEUE_NAME

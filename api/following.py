@@ -38,7 +38,7 @@ from api.temporal import (
     owner,
     reaching_temporal,
 )
-from deployment import Stuck, stuck, waiting_for
+from deployment.stuck import Stuck, stuck, waiting_for
 from namespace import missing_for_api
 from shared import (
     BOOKING_CLIENT,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from api.access import ApiKeys, is_loopback, read_keys
 from config import ConfigError, number_from_env, port_from_env
-from deployment import name_from_env
+from deployment.versions import name_from_env
 from shared import (
     DEFAULT_DEADLINE_SECONDS,
     DEPLOYMENT_NAME,

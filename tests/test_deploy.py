@@ -26,14 +26,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import MetricMeter
 
 from api.settings import ApiSettings
-from deployment import (
-    SetCurrent,
-    VersionSettings,
-    code_build_id,
-    pinned_to,
-    routing,
-    take_current,
-)
+from deployment.bookings import pinned_to
+from deployment.versions import SetCurrent, VersionSettings, code_build_id, routing, take_current
 from providers import ProviderStore
 from run_worker import WorkerSettings, build_worker, look_after_version
 from shared import BookingState, BookVacationInput, Outcome

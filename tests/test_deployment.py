@@ -15,15 +15,14 @@ from temporalio.client import Client
 
 from api.settings import ApiSettings
 from config import ConfigError
-from deployment import (
+from deployment.bookings import Bookings
+from deployment.stuck import Stuck, stuck
+from deployment.versions import (
     SANDBOXED_CODE,
-    Bookings,
     SetCurrent,
-    Stuck,
     VersionSettings,
     code_build_id,
     routing,
-    stuck,
     take_current,
 )
 from run_worker import WorkerSettings, build_worker, look_after_version, runtime

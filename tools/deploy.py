@@ -34,18 +34,15 @@ from temporalio.common import WorkerDeploymentVersion
 from temporalio.service import RPCError
 
 from config import ConfigError, temporal_connect_config
-from deployment import (
+from deployment.bookings import drained, failing_since, pinned_to, started_on
+from deployment.versions import (
     POLL_SEEN_WITHIN,
     VersionSettings,
-    drained,
-    failing_since,
     key,
-    pinned_to,
     polls,
     routing,
     set_current,
     set_ramping,
-    started_on,
 )
 from shared import TASK_QUEUE_NAME
 from tools.children import Child

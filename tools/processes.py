@@ -42,7 +42,7 @@ DEPLOYMENT_FLAGS = (
     "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=2",
 )
 """Marks a run whose workflow task keeps failing after 2 failures, not 5: its
-booking is reported stuck within a minute (`deployment.REPORTED_PROBLEMS`)."""
+booking is reported stuck within a minute (`deployment.stuck.REPORTED_PROBLEMS`)."""
 
 SEARCH_ATTRIBUTE_TYPES = {key.name: type_name(key.indexed_value_type) for key in SEARCH_ATTRIBUTES}
 """The saga's search attributes as the CLI names them: `{"BookingStatus": "Keyword", ...}`."""

@@ -8,7 +8,8 @@ import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.following import STUCK_CHECK_EVERY, StuckCheck
-from deployment import Bookings, Stuck
+from deployment.bookings import Bookings
+from deployment.stuck import Stuck
 
 STUCK = [Stuck("bookings whose workflow task keeps failing", Bookings(1, ["a"]))]
 

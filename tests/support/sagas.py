@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from deployment import code_build_id
+from deployment.versions import code_build_id
 from tools.processes import ROOT
 
 COPY_IGNORES = shutil.ignore_patterns(

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from temporalio.client import Client, WorkflowHandle
 
 from activities import BookingActivities
-from deployment import Stuck, stuck
+from deployment.stuck import Stuck, stuck
 from providers import ProviderStore, Simulation
 from run_worker import build_worker
 from shared import TASK_QUEUE_NAME, BookingState, BookVacationInput

@@ -1,21 +1,12 @@
-"""The saga's worker deployment: its versions, the current one, and bookings that cannot move.
+"""The saga's worker deployment: its versions, and which one new bookings go to.
 
-Each change to the saga's code is a new version of the deployment (its build
-id is a digest of the saga's modules, `code_build_id`), and
-every booking is pinned to the version it started on: a run never meets
-code other than its own, so a changed saga is deployed while bookings run.
-New bookings go to the deployment's current version; an old version drains
-as its bookings end (docs/operating.md, "Deploying a changed saga").
-
-A booking can still be stranded (its version's workers gone; or workers
-that cannot replay it, after a change made without a new version):
-`stuck` finds such bookings, for the worker's log and metric and the API's
-`/readyz`, and `waiting_for` says what one of them waits for.
+Each change to the saga's code is a new version (its build id a digest of
+the saga's modules, `code_build_id`); a worker makes its version current as
+`VersionSettings.set_current` says, and `make deploy` switches otherwise.
 """
 
 import asyncio
 import hashlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,18 +20,20 @@ from temporalio.api.workflowservice.v1 import (
     DescribeTaskQueueRequest,
     DescribeWorkerDeploymentRequest,
     DescribeWorkerDeploymentVersionRequest,
-    ListWorkflowExecutionsRequest,
     SetWorkerDeploymentCurrentVersionRequest,
     SetWorkerDeploymentRampingVersionRequest,
 )
-from temporalio.client import Client, WorkflowExecutionDescription
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkerDeploymentVersionResponse as VersionDescription,
+)
+from temporalio.client import Client
 from temporalio.common import WorkerDeploymentVersion
 from temporalio.service import RPCError, RPCStatusCode
 
 from config import PROJECT_DIR, ConfigError
-from shared import DEPLOYMENT_NAME, TASK_QUEUE_NAME
+from shared import DEPLOYMENT_NAME
 
-log = logging.getLogger("deployment")
+VersionTaskQueue = VersionDescription.VersionTaskQueue
 
 SANDBOXED_CODE = ("workflows.py", "shared.py", "activities.py")
 """The modules whose code decides a booking's commands, what the build id digests:
@@ -54,35 +47,11 @@ with an update answers RESOURCE_EXHAUSTED ("too many requests issued to
 Worker Deployment") for a moment, as when a new version's workers register.
 """
 
-STUCK_AFTER = timedelta(seconds=20)
-"""A version's task waiting this long for a worker means its bookings cannot move.
-
-A polling worker takes a task within milliseconds, and one restarting takes
-a few seconds; 20 s is neither.
-"""
-
-VERSION = "TemporalWorkerDeploymentVersion"
-"""Where Temporal keeps the version a run is pinned to (`deployment:build`), for queries."""
-
-REPORTED_PROBLEMS = "TemporalReportedProblems"
-"""What Temporal sets on a run whose workflow task keeps failing (a worker that
-cannot replay it); after 5 failures by default, `system.numConsecutiveWorkflow
-TaskProblemsToTriggerSearchAttribute`, which `make run`'s server sets to 2."""
-
 DRAINING = (
     WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINING,
     WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_DRAINED,
 )
 """A version that was current or ramping, and is no longer: it only finishes its runs."""
-
-DRAIN_GRACE = timedelta(seconds=40)
-"""How long a version must have been out of routing before it counts as drained.
-
-Twice `make deploy`'s watch of a new version (20 s), after which the old one
-may be put back, so its workers must still be up; and longer than
-visibility's lag, so a booking pinned a moment before the switch is counted.
-Temporal's own `DRAINED` status waits 3 min by default for the same reasons.
-"""
 
 SERVING = (
     WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_CURRENT,
@@ -224,20 +193,29 @@ async def polls(
 
 async def registered(client: Client, version: WorkerDeploymentVersion, task_queue: str) -> bool:
     """Return whether `task_queue`'s two queues belong to `version`."""
+    seen = {q.type for q in await version_queues(client, version) if q.name == task_queue}
+    return seen >= {TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY}
+
+
+async def version_queues(
+    client: Client, version: WorkerDeploymentVersion, *, stats: bool = False
+) -> list[VersionTaskQueue]:
+    """Return the task queues that `version` polls (with their stats, if asked); [] if unknown."""
     try:
         response = await client.workflow_service.describe_worker_deployment_version(
             DescribeWorkerDeploymentVersionRequest(
-                namespace=client.namespace, deployment_version=proto(version)
+                namespace=client.namespace,
+                deployment_version=proto(version),
+                report_task_queue_stats=stats,
             ),
             retry=True,
             timeout=CALL_TIMEOUT,
         )
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
-            return False
+            return []
         raise
-    seen = {q.type for q in response.version_task_queues if q.name == task_queue}
-    return seen >= {TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY}
+    return list(response.version_task_queues)
 
 
 async def set_current(
@@ -277,187 +255,6 @@ async def set_ramping(
         retry=True,
         timeout=CALL_TIMEOUT,
     )
-
-
-@dataclass(frozen=True)
-class Bookings:
-    """How many open bookings match, and the ids of the first of them."""
-
-    count: int
-    user_ids: list[str]
-
-    def __bool__(self) -> bool:
-        return self.count > 0
-
-
-async def open_bookings(client: Client, query: str, sample: int = 10) -> Bookings:
-    """Return the running bookings that `query` (a visibility filter) matches."""
-    query = f'WorkflowType = "BookingWorkflow" AND ExecutionStatus = "Running" AND {query}'
-    counted = await client.count_workflows(query, rpc_timeout=CALL_TIMEOUT)
-    if not counted.count or not sample:
-        return Bookings(counted.count, [])
-    listing = await client.workflow_service.list_workflow_executions(
-        ListWorkflowExecutionsRequest(namespace=client.namespace, query=query, page_size=sample),
-        retry=True,
-        timeout=CALL_TIMEOUT,
-    )
-    return Bookings(counted.count, [e.execution.workflow_id for e in listing.executions])
-
-
-async def pinned_to(client: Client, version: WorkerDeploymentVersion, sample: int = 0) -> Bookings:
-    """Return the open bookings pinned to `version`."""
-    return await open_bookings(client, f'{VERSION} = "{key(version)}"', sample)
-
-
-async def started_on(client: Client, version: WorkerDeploymentVersion, since: datetime) -> int:
-    """Return how many bookings started on `version` since `since`, open or ended."""
-    query = (
-        f'WorkflowType = "BookingWorkflow" AND {VERSION} = "{key(version)}"'
-        f' AND StartTime >= "{since.isoformat()}"'
-    )
-    return (await client.count_workflows(query, rpc_timeout=CALL_TIMEOUT)).count
-
-
-async def serving(client: Client, version: WorkerDeploymentVersion) -> bool:
-    """Return whether `version` is current, ramping, or draining the bookings it took."""
-    known = await routing(client, version.deployment_name)
-    return known is not None and known.statuses.get(version.build_id) in SERVING
-
-
-async def drained(client: Client, version: WorkerDeploymentVersion) -> bool:
-    """Return whether `version` is done: out of routing for `DRAIN_GRACE`, no booking open on it."""
-    known = await routing(client, version.deployment_name)
-    if known is None or known.statuses.get(version.build_id) not in DRAINING:
-        return False
-    since = known.deactivated.get(version.build_id)
-    if since is None or datetime.now(UTC) - since < DRAIN_GRACE:
-        return False
-    return (await pinned_to(client, version)).count == 0
-
-
-async def failing_since(
-    client: Client,
-    version: WorkerDeploymentVersion,
-    task_queue: str,
-    since: datetime,
-    sample: int = 20,
-) -> Bookings:
-    """Return the bookings started since `since`, not on another version, whose task failed.
-
-    A workflow task is tried again after it fails: a pending one on its
-    second attempt or later has failed (a worker that cannot run the new code).
-    """
-    query = (
-        f'TaskQueue = "{task_queue}" AND StartTime >= "{since.isoformat()}"'
-        f' AND ({VERSION} IS NULL OR {VERSION} = "{key(version)}")'
-    )
-    started = await open_bookings(client, query, sample)
-    failing = []
-    for user_id in started.user_ids:
-        handle = client.get_workflow_handle(user_id)
-        described = (await handle.describe(rpc_timeout=CALL_TIMEOUT)).raw_description
-        if described.pending_workflow_task.attempt >= 2:
-            failing.append(user_id)
-    return Bookings(len(failing), failing)
-
-
-@dataclass(frozen=True)
-class Stuck:
-    """Bookings that cannot make progress, for one reason."""
-
-    reason: str
-    bookings: Bookings
-
-    def __str__(self) -> str:
-        ids = ", ".join(self.bookings.user_ids)
-        more = self.bookings.count - len(self.bookings.user_ids)
-        return f"{self.summary}: {ids}{f' and {more} more' if more else ''}"
-
-    @property
-    def summary(self) -> str:
-        """Say how many, and why, naming no booking (for the public `/readyz`)."""
-        return f"{self.bookings.count} {self.reason}"
-
-
-async def stuck(
-    client: Client, deployment_name: str = DEPLOYMENT_NAME, task_queue: str = TASK_QUEUE_NAME
-) -> list[Stuck]:
-    """Return the bookings on `task_queue` that cannot make progress, grouped by why.
-
-    The groups do not overlap: a booking whose workflow task keeps failing is
-    in that group alone.
-    """
-    on_queue = f'TaskQueue = "{task_queue}"'
-    failing = await open_bookings(client, f"{on_queue} AND {REPORTED_PROBLEMS} IS NOT NULL")
-    found = [Stuck("bookings whose workflow task keeps failing", failing)] if failing else []
-    waiting = f"{on_queue} AND {REPORTED_PROBLEMS} IS NULL"
-    known = await routing(client, deployment_name)
-    sent_new: list[str] = []  # the versions that new bookings go to, and no worker takes
-    for build_id, status in (known.statuses if known else {}).items():
-        version = WorkerDeploymentVersion(deployment_name, build_id)
-        if status not in SERVING or not await unserved(client, version, task_queue):
-            continue
-        if pinned := await open_bookings(client, f'{waiting} AND {VERSION} = "{key(version)}"'):
-            reason = f"bookings pinned to version {key(version)}, which no worker takes"
-            found.append(Stuck(reason, pinned))
-        if known is not None and build_id in (known.current, known.ramping):
-            sent_new.append(key(version))
-    # New bookings are pinned by their first workflow task, which waits too.
-    if sent_new and (new := await open_bookings(client, f"{waiting} AND {VERSION} IS NULL")):
-        to = " or ".join(sent_new)
-        found.append(Stuck(f"new bookings, sent to version {to}, which no worker takes", new))
-    return found
-
-
-async def unserved(client: Client, version: WorkerDeploymentVersion, task_queue: str) -> bool:
-    """Return whether a task of `version` on `task_queue` has waited `STUCK_AFTER`, none taken."""
-    try:
-        response = await client.workflow_service.describe_worker_deployment_version(
-            DescribeWorkerDeploymentVersionRequest(
-                namespace=client.namespace,
-                deployment_version=proto(version),
-                report_task_queue_stats=True,
-            ),
-            retry=True,
-            timeout=CALL_TIMEOUT,
-        )
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    # An old backlog that tasks still leave is an overloaded fleet, not a missing one.
-    return any(
-        queue.stats.approximate_backlog_age.ToTimedelta() > STUCK_AFTER
-        and not queue.stats.tasks_dispatch_rate
-        for queue in response.version_task_queues
-        if queue.name == task_queue
-    )
-
-
-async def waiting_for(
-    client: Client, description: WorkflowExecutionDescription, deployment_name: str
-) -> str | None:
-    """Return what keeps a running booking from moving, if something does."""
-    problems = description.raw_description.workflow_execution_info.search_attributes
-    if REPORTED_PROBLEMS in problems.indexed_fields:
-        return (
-            "its workflow task keeps failing: the workers cannot replay it "
-            "(a change to the saga deployed without a new version?)"
-        )
-    pinned = description.raw_description.workflow_execution_info.versioning_info.deployment_version
-    if pinned.build_id:
-        version = WorkerDeploymentVersion(pinned.deployment_name, pinned.build_id)
-        if await unserved(client, version, description.task_queue):
-            return f"it is pinned to version {key(version)}, and no worker of that version takes it"
-        return None
-    known = await routing(client, deployment_name)
-    for build_id in (known.current, known.ramping) if known else ():
-        version = WorkerDeploymentVersion(deployment_name, build_id or "")
-        if build_id and await unserved(client, version, description.task_queue):
-            return (
-                f"its first workflow task waits for version {key(version)}, which no worker takes"
-            )
-    return None
 
 
 CLOCK_SKEW = timedelta(seconds=5)
