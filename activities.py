@@ -1,31 +1,53 @@
-"""The provider calls: book a car, a hotel and a flight, and undo each booking.
+"""The provider calls: book a car, a hotel and a flight, and undo each booking, over HTTP.
 
 Temporal runs an activity at least once: a worker that dies after the
-provider acted, but before it reported back, makes the activity run again.
-So every call carries an idempotency key made of the booking's workflow id and
-the leg (never the attempt), and the providers (`providers.py`) hold one
-reservation per key however often they are asked.
+provider acted, but before it reported back, makes the activity run again;
+so does an answer lost on the network. So every call carries an
+`Idempotency-Key` made of the booking's workflow id and the leg (never the
+attempt), and the providers hold one reservation per key however often they
+are asked, whichever worker asks. What a provider answers decides the retry:
+a refusal (4xx) is raised non-retryable, and the saga undoes; an outage (5xx),
+a timeout or no answer at all is raised retryable, and Temporal tries again
+with the workflow's retry policy.
 """
 
-import asyncio
-import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import timedelta
+from http import HTTPStatus
+from typing import Any, TypeVar
+from urllib.parse import quote
 
+import aiohttp
+from pydantic import TypeAdapter
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from providers import BookingRejectedError, ProviderStore, Simulation
 from shared import BookVacationInput, Leg, Reservation, UndoReport, log_line
 
 REJECTED = "BookingRejected"
-"""Error type of a business rejection: retrying cannot change the answer."""
+"""Error type of a refusal (a 4xx answer): retrying cannot change the answer."""
 
 UNAVAILABLE = "ProviderUnavailable"
-"""Error type of a transient failure (an outage, a lost answer): a retry may succeed."""
+"""Error type of a transient failure (5xx, a timeout, no answer): a retry may succeed."""
 
 BENIGN = ApplicationErrorCategory.BENIGN
 """Both failures are expected business events: the SDK logs them at DEBUG,
 without a traceback, and leaves them out of its failure metrics."""
+
+CALL_TIMEOUT = timedelta(seconds=5)
+"""Longest one provider call may take: under the steps' 10 s start-to-close
+(`workflows.STEP_TIMEOUT`), so a provider that hangs fails this attempt with
+a message that says so, and the next attempt starts in good time."""
+
+RETRIED_4XX = frozenset({HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS})
+"""The client errors that say "later", not "no"."""
+
+T = TypeVar("T")
+
+RESERVATION = TypeAdapter(Reservation)
+UNDO_REPORT = TypeAdapter(UndoReport)
+"""The providers' answers are the dataclasses themselves, as JSON."""
 
 
 def user_id() -> str:
@@ -45,13 +67,59 @@ def idempotency_key(leg: Leg) -> str:
     return f"{user_id()}/{leg}"
 
 
-class BookingActivities:
-    """The activities, bound to the providers they call and their simulated faults."""
+class ProviderClient:
+    """The worker's one HTTP client for the providers at `url`: pooled connections, one timeout.
 
-    def __init__(self, simulation: Simulation, providers: Mapping[Leg, ProviderStore]) -> None:
-        self.simulation = simulation
+    Its session is opened on the first call, on the loop the activities run on,
+    and kept for every call after it.
+    """
+
+    def __init__(self, url: str, timeout: timedelta = CALL_TIMEOUT) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def book(self, leg: Leg, key: str, user_id: str, item_id: str) -> Reservation:
+        """Ask `leg`'s provider to hold `item_id` under `key`."""
+        body = {"user_id": user_id, "item_id": item_id}
+        return await self._call(leg, "book", key, body, RESERVATION)
+
+    async def undo(self, leg: Leg, key: str, user_id: str) -> UndoReport:
+        """Ask `leg`'s provider to release what `key` holds."""
+        return await self._call(leg, "undo", key, {"user_id": user_id}, UNDO_REPORT)
+
+    async def close(self) -> None:
+        """Close the session's connections (the worker does, as it stops)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(
+        self, leg: Leg, action: str, key: str, body: dict[str, str], answer: TypeAdapter[T]
+    ) -> T:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.timeout.total_seconds())
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        # The key is sent as the IETF draft's quoted string, percent-encoded inside.
+        headers = {"Idempotency-Key": f'"{quote(key, safe="/")}"'}
+        url = f"{self.url}/{leg}/{action}"
+        try:
+            async with self._session.post(url, json=body, headers=headers) as response:
+                if response.status >= 400:
+                    raise await _refusal(leg, response)
+                return answer.validate_python(await response.json())
+        except TimeoutError:
+            message = f"the {leg} provider did not answer within {self.timeout.total_seconds():g} s"
+            raise _unavailable(message) from None
+        except aiohttp.ClientError as err:
+            raise _unavailable(f"the {leg} provider did not answer ({err})") from None
+
+
+class BookingActivities:
+    """The activities, bound to the providers they call."""
+
+    def __init__(self, providers: ProviderClient) -> None:
         self.providers = providers
-        self._random = random.Random(simulation.seed)
 
     def all(self) -> list[Callable[..., object]]:
         """Return every activity, for the worker to register."""
@@ -71,9 +139,7 @@ class BookingActivities:
 
     @activity.defn
     async def book_hotel(self, book_input: BookVacationInput) -> Reservation:
-        """Reserve the hotel room (the hotel is down on the first attempt)."""
-        if self.simulation.hotel_outage and activity.info().attempt == 1:
-            raise _failed("provider-down", Leg.HOTEL, _unavailable("Hotel service is down"))
+        """Reserve the hotel room (the simulated hotel is down the first time a booking asks)."""
         return await self._book(Leg.HOTEL, book_input.book_hotel_id)
 
     @activity.defn
@@ -97,43 +163,39 @@ class BookingActivities:
         return await self._undo(Leg.FLIGHT)
 
     async def _book(self, leg: Leg, item_id: str) -> Reservation:
-        await self._reach(leg)
-        if self._chance(self.simulation.of(leg).reject_rate):
-            message = f"the {leg} provider refused {item_id!r} (simulated)"
-            raise _failed("rejected", leg, _rejection(message))
-        store, key = self.providers[leg], idempotency_key(leg)
         try:
-            reservation = await asyncio.to_thread(store.reserve, key, user_id(), item_id)
-        except BookingRejectedError as err:
-            raise _failed("rejected", leg, _rejection(str(err))) from None
-        await self._answer(leg)
+            reservation = await self.providers.book(leg, idempotency_key(leg), user_id(), item_id)
+        except ApplicationError as err:
+            raise _failed(leg, err) from None
         _log("booked", leg, reservation=reservation.reservation_id)
         return reservation
 
     async def _undo(self, leg: Leg) -> UndoReport:
-        await self._reach(leg)
-        store, key = self.providers[leg], idempotency_key(leg)
-        released = await asyncio.to_thread(store.release, key, user_id())
-        await self._answer(leg)
-        _log("released" if released else "nothing-to-undo", leg)
-        return UndoReport(leg, released)
+        try:
+            report = await self.providers.undo(leg, idempotency_key(leg), user_id())
+        except ApplicationError as err:
+            raise _failed(leg, err) from None
+        _log("released" if report.released else "nothing-to-undo", leg)
+        return report
 
-    async def _reach(self, leg: Leg) -> None:
-        """Fail as a provider that is down fails: before doing anything."""
-        if self._chance(self.simulation.of(leg).outage_rate):
-            raise _failed("provider-down", leg, _unavailable(f"the {leg} provider is down"))
 
-    async def _answer(self, leg: Leg) -> None:
-        """Answer as the provider answers: late, and now and then not at all."""
-        delay = self.simulation.latency_seconds + self.simulation.of(leg).latency_seconds
-        if delay:
-            await asyncio.sleep(delay)
-        if self._chance(self.simulation.of(leg).lost_reply_rate):
-            lost = _unavailable(f"the {leg} provider's answer was lost (simulated)")
-            raise _failed("answer-lost", leg, lost)
+async def _refusal(leg: Leg, response: aiohttp.ClientResponse) -> ApplicationError:
+    """Return the error for a provider's problem answer: a refusal, unless it says "later"."""
+    detail = await _detail(response)
+    if response.status < 500 and response.status not in RETRIED_4XX:
+        return ApplicationError(detail, type=REJECTED, non_retryable=True, category=BENIGN)
+    return _unavailable(detail)
 
-    def _chance(self, rate: float) -> bool:
-        return rate > 0 and self._random.random() < rate
+
+async def _detail(response: aiohttp.ClientResponse) -> str:
+    """Return what the provider said went wrong (its problem's detail), or its status."""
+    said: Any = None
+    with suppress(ValueError):  # not JSON: a proxy's page, say
+        said = await response.json(content_type=None)
+    detail = said.get("detail") if isinstance(said, dict) else None
+    if isinstance(detail, str):
+        return detail
+    return f"the provider answered {response.status} {response.reason}"
 
 
 def _log(event: str, leg: Leg, **fields: object) -> None:
@@ -142,15 +204,11 @@ def _log(event: str, leg: Leg, **fields: object) -> None:
     activity.logger.info(line)
 
 
-def _failed(event: str, leg: Leg, error: ApplicationError) -> ApplicationError:
+def _failed(leg: Leg, error: ApplicationError) -> ApplicationError:
     """Log a provider call that failed, and return its error to raise."""
-    _log(event, leg, error=error.message)
+    _log("rejected" if error.non_retryable else "provider-down", leg, error=error.message)
     return error
 
 
 def _unavailable(message: str) -> ApplicationError:
     return ApplicationError(message, type=UNAVAILABLE, category=BENIGN)
-
-
-def _rejection(message: str) -> ApplicationError:
-    return ApplicationError(message, type=REJECTED, non_retryable=True, category=BENIGN)

@@ -1,248 +1,128 @@
-"""The simulated car rental, hotel and airline: each with its own durable store.
+"""The simulated car rental, hotel and airline, as one HTTP service: `python providers.py`.
 
-Their behaviour (latency, outages, rejections, lost answers, stock) is set
-by the `SIM_*` variables, read here into `Simulation`.
-
-Each provider keeps its reservations in a SQLite file of its own (WAL mode, so
-several worker processes can share it), keyed by an idempotency key that the
-caller derives from the booking. Booking twice under one key holds one
-reservation; undoing twice releases once; and an undo that finds nothing
-leaves a tombstone, so a booking call that arrives after its own undo (a
-request delayed in the network) is refused instead of holding a room forever.
+Each provider keeps its reservations in a store of its own (`simulated/store.py`)
+and answers book and undo under the booking's idempotency key
+(`simulated/service.py`), misbehaving as the `SIM_*` variables say
+(`simulated/faults.py`). Run on its own, it serves on `PROVIDERS_PORT` (3001)
+until SIGINT or SIGTERM, letting calls in flight finish; every worker that
+sets `PROVIDERS_URL` to it shares it. A worker without `PROVIDERS_URL` serves
+it in its own process instead (`serve`).
 """
 
+import asyncio
+import logging
 import os
-import sqlite3
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
-from config import ConfigError, number_from_env
-from shared import Leg, Reservation
+from aiohttp import web
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS reservations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL UNIQUE,
-    user_id TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('held', 'released', 'voided')),
-    updated_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
-)
-"""
+from api.access import ApiKeys, read_keys
+from config import PROJECT_DIR, ConfigError, number_from_env
+from simulated.faults import Simulation
+from simulated.service import create_app
+from simulated.store import ProviderStore
 
+log = logging.getLogger("providers")
 
-class RowStatus(StrEnum):
-    """What a key's row says: held, released by an undo, or undone before booked."""
+DEFAULT_PORT = 3001
 
-    HELD = "held"
-    RELEASED = "released"
-    VOIDED = "voided"
-
-
-class BookingRejectedError(Exception):
-    """The provider refuses the booking; asking again gets the same answer."""
+DRAIN_SECONDS = 10.0
+"""On SIGINT/SIGTERM, how long calls in flight may take to finish (a call times out at 5 s)."""
 
 
 @dataclass(frozen=True)
-class Row:
-    """One row of a provider's store, as the audit reads it."""
+class ProviderSettings:
+    """Where the providers listen, where they keep their stores, and how they misbehave."""
 
-    key: str
-    user_id: str
-    item_id: str
-    status: RowStatus
-    reservation_id: str
-
-
-@dataclass(frozen=True)
-class ProviderFaults:
-    """How one provider misbehaves; every rate is a probability per call."""
-
-    outage_rate: float = 0.0
-    """Down before doing anything: a retry may succeed."""
-    reject_rate: float = 0.0
-    """Refuses the booking: not retried, so the saga rolls back."""
-    lost_reply_rate: float = 0.0
-    """Does the work, then the answer is lost: the case that double-books naive code."""
-    latency_seconds: float = 0.0
-    """Added to this provider's calls, on top of SIM_LATENCY_SECONDS."""
-    stock: int | None = None
-    """Reservations one item can hold at once ("sold out" past it); None: no limit."""
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    """0: any free port (the tests' choice)."""
+    directory: Path = PROJECT_DIR / ".providers"
+    simulation: Simulation = field(default_factory=Simulation)
+    keys_file: Path | None = None
+    """API_KEYS_FILE: the reservations' read is for operators' keys; None: open."""
 
     @classmethod
-    def from_env(cls, leg: Leg, env: Mapping[str, str]) -> "ProviderFaults":
-        """Read SIM_<LEG>_OUTAGE_RATE, _REJECT_RATE, _LOST_REPLY_RATE, _LATENCY_SECONDS, _STOCK."""
-        prefix = f"SIM_{leg.upper()}_"
-
-        def rate(name: str) -> float:
-            return number_from_env(env, prefix + name, float, 0.0, low=0.0, high=1.0)
-
-        stock = env.get(prefix + "STOCK")
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "ProviderSettings":
+        """Read PROVIDERS_HOST, PROVIDERS_PORT, PROVIDERS_DIR, API_KEYS_FILE and SIM_*."""
+        keys_file = env.get("API_KEYS_FILE")
         return cls(
-            outage_rate=rate("OUTAGE_RATE"),
-            reject_rate=rate("REJECT_RATE"),
-            lost_reply_rate=rate("LOST_REPLY_RATE"),
-            latency_seconds=number_from_env(
-                env, prefix + "LATENCY_SECONDS", float, 0.0, low=0, high=5
-            ),
-            stock=None
-            if stock is None
-            else number_from_env(env, prefix + "STOCK", int, 0, low=0, high=10**9),
+            host=env.get("PROVIDERS_HOST", cls.host),
+            port=number_from_env(env, "PROVIDERS_PORT", int, cls.port, low=0, high=65535),
+            directory=Path(env.get("PROVIDERS_DIR", cls.directory)),
+            simulation=Simulation.from_env(env),
+            keys_file=Path(keys_file) if keys_file else None,
         )
 
+    def keys(self) -> ApiKeys | None:
+        """Return the keys that may read every reservation; None: anyone may."""
+        return read_keys(self.keys_file) if self.keys_file else None
 
-@dataclass(frozen=True)
-class Simulation:
-    """How the simulated providers behave (read by the worker)."""
 
-    latency_seconds: float = 0.0
-    hotel_outage: bool = True
-    faults: Mapping[Leg, ProviderFaults] = field(default_factory=dict)
-    seed: int | None = None
+def build_app(settings: ProviderSettings) -> web.Application:
+    """Return the providers' app over the stores in `settings.directory`."""
+    simulation = settings.simulation
+    stores = ProviderStore.open_all(settings.directory, simulation.stock())
+    return create_app(simulation, stores, settings.keys())
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Simulation":
-        """Read SIM_LATENCY_SECONDS, SIM_HOTEL_OUTAGE, SIM_SEED and each provider's faults."""
-        outage = env.get("SIM_HOTEL_OUTAGE", "1")
-        if outage not in ("0", "1"):
-            raise ConfigError(f"SIM_HOTEL_OUTAGE must be 0 or 1, not {outage!r}")
-        seed = env.get("SIM_SEED")
-        return cls(
-            latency_seconds=number_from_env(
-                env, "SIM_LATENCY_SECONDS", float, cls.latency_seconds, low=0, high=5
-            ),
-            hotel_outage=outage == "1",
-            faults={
-                leg: faults
-                for leg in Leg
-                if (faults := ProviderFaults.from_env(leg, env)) != ProviderFaults()
-            },
-            seed=None
-            if seed is None
-            else number_from_env(env, "SIM_SEED", int, 0, low=0, high=2**63),
+
+@asynccontextmanager
+async def serve(settings: ProviderSettings) -> AsyncIterator[str]:
+    """Serve the providers on the running loop; yield their URL.
+
+    Raises:
+        ConfigError: the port is taken (another process serves providers there).
+
+    """
+    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=DRAIN_SECONDS)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        raise ConfigError(
+            f"cannot serve the providers on {settings.host}:{settings.port} ({err.strerror}); "
+            "if another process serves them there, set PROVIDERS_URL to share them"
+        ) from None
+    try:
+        yield url_of(runner)
+    finally:
+        await runner.cleanup()
+
+
+def url_of(runner: web.AppRunner) -> str:
+    """Return the URL a runner's first site listens on."""
+    host, port = runner.addresses[0][:2]
+    return f"http://{host}:{port}"
+
+
+async def main() -> None:
+    """Serve the providers until SIGINT or SIGTERM, then let calls in flight finish."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = ProviderSettings.from_env()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with serve(settings) as url:
+        log.info(
+            "Providers (car, hotel, flight) serving on %s, stores in %s; Ctrl-C to stop",
+            url,
+            settings.directory,
         )
-
-    def of(self, leg: Leg) -> ProviderFaults:
-        """Return one provider's faults (none unless configured)."""
-        return self.faults.get(leg, ProviderFaults())
-
-    def stock(self) -> dict[Leg, int | None]:
-        """Return each provider's stock limit, for its store."""
-        return {leg: self.of(leg).stock for leg in Leg}
+        await stop.wait()
+        log.info("Stopping: calls in flight may finish (up to %.0f s)", DRAIN_SECONDS)
+    log.info("Providers stopped")
 
 
-class ProviderStore:
-    """One provider's reservations, in its own SQLite database."""
-
-    def __init__(self, leg: Leg, path: Path, stock: int | None = None) -> None:
-        self.leg = leg
-        self.path = path
-        self.stock = stock
-        self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._transaction() as db:
-            db.execute(SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(reservations)")}
-            if "booking_id" in columns:  # a store made when the column had another name
-                db.execute("ALTER TABLE reservations RENAME COLUMN booking_id TO user_id")
-
-    @classmethod
-    def open_all(
-        cls, directory: Path, stock: dict[Leg, int | None] | None = None
-    ) -> dict[Leg, "ProviderStore"]:
-        """Open (creating if need be) the three providers' stores in `directory`."""
-        return {leg: cls(leg, directory / f"{leg}.db", (stock or {}).get(leg)) for leg in Leg}
-
-    def reserve(self, key: str, user_id: str, item_id: str) -> Reservation:
-        """Hold `item_id` under `key`; the same key again returns the same hold."""
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT id, item_id, status FROM reservations WHERE key = ?", (key,)
-            ).fetchone()
-            if row is not None:
-                number, held_item, status = row
-                if status != RowStatus.HELD:
-                    raise BookingRejectedError(f"this booking's {self.leg} was already undone")
-                return Reservation(self.leg, held_item, f"{self.leg}-{number}")
-            if "invalid" in item_id:
-                raise BookingRejectedError(f"Invalid {self.leg} booking: {item_id!r}")
-            if self.stock is not None and self._held_of(db, item_id) >= self.stock:
-                raise BookingRejectedError(f"{self.leg} {item_id!r} is sold out")
-            cursor = db.execute(
-                "INSERT INTO reservations (key, user_id, item_id, status) VALUES (?, ?, ?, ?)",
-                (key, user_id, item_id, RowStatus.HELD),
-            )
-            return Reservation(self.leg, item_id, f"{self.leg}-{cursor.lastrowid}")
-
-    def release(self, key: str, user_id: str) -> bool:
-        """Undo the booking under `key`; return whether it had held anything.
-
-        Safe to repeat: a second call gives the same answer as the first.
-        """
-        with self._transaction() as db:
-            row = db.execute("SELECT status FROM reservations WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                db.execute(
-                    "INSERT INTO reservations (key, user_id, item_id, status) VALUES (?, ?, '', ?)",
-                    (key, user_id, RowStatus.VOIDED),
-                )
-                return False
-            if row[0] == RowStatus.HELD:
-                db.execute(
-                    "UPDATE reservations SET status = ?, updated_at = CURRENT_TIMESTAMP"
-                    " WHERE key = ?",
-                    (RowStatus.RELEASED, key),
-                )
-            return bool(row[0] != RowStatus.VOIDED)
-
-    def held(self) -> dict[str, Reservation]:
-        """Return every reservation held now, by idempotency key."""
-        return {
-            row.key: Reservation(self.leg, row.item_id, row.reservation_id)
-            for row in self.rows()
-            if row.status is RowStatus.HELD
-        }
-
-    def rows(self) -> list[Row]:
-        """Return every row, held or not."""
-        with self._transaction() as db:
-            found = db.execute(
-                "SELECT key, user_id, item_id, status, id FROM reservations ORDER BY id"
-            ).fetchall()
-        return [
-            Row(key, booking, item, RowStatus(status), f"{self.leg}-{number}")
-            for key, booking, item, status, number in found
-        ]
-
-    @staticmethod
-    def _held_of(db: sqlite3.Connection, item_id: str) -> int:
-        query = "SELECT count(*) FROM reservations WHERE item_id = ? AND status = ?"
-        return int(db.execute(query, (item_id, RowStatus.HELD)).fetchone()[0])
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # BEGIN IMMEDIATE takes the write lock up front, so a check and the
-        # write that depends on it cannot interleave with another process.
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-    def _connection(self) -> sqlite3.Connection:
-        # One connection per thread, kept: opening one per call cost the worker
-        # a tenth of its CPU (make bench BENCH_ARGS=--profile). Never shared between threads.
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            self._local.db = db
-        return db
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except ConfigError as err:
+        sys.exit(f"providers: {err}")

@@ -5,10 +5,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from temporalio import activity, workflow
@@ -19,13 +19,13 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker, WorkerDeploymentConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from activities import BookingActivities
-from config import PROJECT_DIR, ConfigError, temporal_connect_config
+from activities import BookingActivities, ProviderClient
+from config import ConfigError, temporal_connect_config
 from deployment.bookings import drained, serving
 from deployment.stuck import stuck
 from deployment.versions import VersionProblem, VersionSettings, code_build_id, key, take_current
 from namespace import NamespaceProblem, prepare
-from providers import ProviderStore, Simulation
+from providers import ProviderSettings, serve
 from shared import TASK_QUEUE_NAME
 from workflows import VERSIONING, BookingWorkflow
 
@@ -51,22 +51,29 @@ module-level work small for the same reason.
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What the worker process serves, and where the providers keep their data."""
+    """What the worker process serves, and which providers it calls."""
 
     task_queue: str = TASK_QUEUE_NAME
-    providers_dir: Path = PROJECT_DIR / ".providers"
-    simulation: Simulation = field(default_factory=Simulation)
+    providers_url: str = ""
+    """The provider service's URL; empty: the worker serves the providers itself."""
+    providers: ProviderSettings = field(default_factory=ProviderSettings)
+    """How the worker serves the providers when it has no `providers_url`."""
     metrics_address: str = ""
     """host:port of the Prometheus endpoint; empty: none."""
     version: VersionSettings = field(default_factory=VersionSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "WorkerSettings":
-        """Read TEMPORAL_TASK_QUEUE, PROVIDERS_DIR, WORKER_METRICS_ADDRESS, WORKER_* and SIM_*."""
+        """Read TEMPORAL_TASK_QUEUE, PROVIDERS_URL, WORKER_METRICS_ADDRESS, WORKER_*.
+
+        Without PROVIDERS_URL, also the providers' own settings (PROVIDERS_PORT,
+        PROVIDERS_DIR, SIM_*), to serve them.
+        """
+        url = env.get("PROVIDERS_URL", "")
         return cls(
             task_queue=env.get("TEMPORAL_TASK_QUEUE", cls.task_queue),
-            providers_dir=Path(env.get("PROVIDERS_DIR", cls.providers_dir)),
-            simulation=Simulation.from_env(env),
+            providers_url=url,
+            providers=ProviderSettings() if url else ProviderSettings.from_env(env),
             metrics_address=env.get("WORKER_METRICS_ADDRESS", cls.metrics_address),
             version=VersionSettings.from_env(env),
         )
@@ -107,11 +114,19 @@ def build_worker(
     )
 
 
-def open_activities(settings: WorkerSettings) -> BookingActivities:
-    """Return the activities over the providers' stores in `settings.providers_dir`."""
-    simulation = settings.simulation
-    stores = ProviderStore.open_all(settings.providers_dir, simulation.stock())
-    return BookingActivities(simulation, stores)
+@asynccontextmanager
+async def open_activities(settings: WorkerSettings) -> AsyncIterator[BookingActivities]:
+    """Yield the activities, calling the providers at PROVIDERS_URL or, unset, served here."""
+    async with AsyncExitStack() as stack:
+        url = settings.providers_url
+        if not url:
+            url = await stack.enter_async_context(serve(settings.providers))
+            log.info("Serving the providers in this process at %s (PROVIDERS_URL is unset)", url)
+        else:
+            log.info("Calling the providers at %s", url)
+        providers = ProviderClient(url)
+        stack.push_async_callback(providers.close)
+        yield BookingActivities(providers)
 
 
 def runtime(metrics_address: str) -> Runtime:
@@ -206,7 +221,6 @@ async def main(workflow_runner: WorkflowRunner | None = None, *, versioned: bool
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
     settings = WorkerSettings.from_env()
-    activities = open_activities(settings)
     config = temporal_connect_config()
     try:
         sdk = runtime(settings.metrics_address)
@@ -222,8 +236,15 @@ async def main(workflow_runner: WorkflowRunner | None = None, *, versioned: bool
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     version = settings.version.version if versioned else None
-    async with build_worker(
-        client, activities, settings.task_queue, workflow_runner=workflow_runner, version=version
+    async with (
+        open_activities(settings) as activities,
+        build_worker(
+            client,
+            activities,
+            settings.task_queue,
+            workflow_runner=workflow_runner,
+            version=version,
+        ),
     ):
         log.info(
             "Worker polling task queue %r %s; Ctrl-C to stop",

@@ -15,6 +15,7 @@ from api.loop import ClientLoop
 from api.settings import ACCESS_VARIABLES, ApiSettings
 from starter import create_app
 from tests.support.calls import CallRecorder
+from tests.support.providers import stop_all
 from tests.support.workers import EXTRA_NAMESPACE, quick_activities, worker_thread
 from tools.processes import (
     DEPLOYMENT_FLAGS,
@@ -62,6 +63,13 @@ async def env(request: pytest.FixtureRequest) -> AsyncIterator[WorkflowEnvironme
         )
     yield environment
     await environment.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def providers_stop() -> Iterator[None]:
+    """Stop, as the session ends, every provider service the tests started in threads."""
+    yield
+    stop_all()
 
 
 @pytest.fixture(scope="session")

@@ -1,76 +1,25 @@
-"""The providers' stores and the activities around them, without a server."""
+"""`activities.py`: the provider calls over HTTP, and how each answer decides the retry."""
 
+import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import REJECTED, UNAVAILABLE
-from providers import BookingRejectedError, ProviderStore, RowStatus
+from activities import REJECTED, UNAVAILABLE, BookingActivities, ProviderClient
 from shared import Leg, Reservation, UndoReport
+from simulated.faults import ProviderFaults, Simulation
+from tests.support.providers import client as providers_client
+from tests.support.providers import stores_of
 from tests.support.trips import trip
 from tests.support.workers import quick_activities
-
-
-@pytest.fixture
-def hotel(tmp_path: Path) -> ProviderStore:
-    return ProviderStore(Leg.HOTEL, tmp_path / "hotel.db")
-
-
-def test_booking_twice_under_one_key_holds_one_reservation(hotel: ProviderStore) -> None:
-    first = hotel.reserve("john-doe-1/hotel", "john-doe-1", "valid-hotel-id")
-    again = hotel.reserve("john-doe-1/hotel", "john-doe-1", "valid-hotel-id")
-    other = hotel.reserve("jane-smith-2/hotel", "jane-smith-2", "valid-hotel-id")
-
-    assert first == again != other
-    assert set(hotel.held()) == {"john-doe-1/hotel", "jane-smith-2/hotel"}
-
-
-def test_undo_releases_once_and_repeats_its_answer(hotel: ProviderStore) -> None:
-    hotel.reserve("john-doe-1/hotel", "john-doe-1", "valid-hotel-id")
-
-    answers = [hotel.release("john-doe-1/hotel", "john-doe-1") for _ in range(2)]
-
-    assert answers == [True, True]
-    assert hotel.held() == {}
-    assert [row.status for row in hotel.rows()] == [RowStatus.RELEASED]
-
-
-def test_undo_of_nothing_is_a_no_op_that_refuses_a_late_booking(hotel: ProviderStore) -> None:
-    assert hotel.release("john-doe-1/hotel", "john-doe-1") is False
-    assert hotel.release("john-doe-1/hotel", "john-doe-1") is False
-
-    with pytest.raises(BookingRejectedError, match="already undone"):
-        hotel.reserve("john-doe-1/hotel", "john-doe-1", "valid-hotel-id")
-    assert hotel.held() == {}
-
-
-def test_invalid_item_is_rejected_and_holds_nothing(hotel: ProviderStore) -> None:
-    with pytest.raises(BookingRejectedError, match="invalid-hotel-id"):
-        hotel.reserve("john-doe-1/hotel", "john-doe-1", "invalid-hotel-id")
-    assert hotel.rows() == []
-
-
-def test_finite_stock_sells_out_and_a_release_frees_it(tmp_path: Path) -> None:
-    car = ProviderStore(Leg.CAR, tmp_path / "car.db", stock=1)
-    car.reserve("a/car", "a", "mini")
-
-    with pytest.raises(BookingRejectedError, match="sold out"):
-        car.reserve("b/car", "b", "mini")
-    car.release("a/car", "a")
-    car.reserve("b/car", "b", "mini")
-
-    assert set(car.held()) == {"b/car"}
-
-
-def test_two_processes_share_one_store(tmp_path: Path) -> None:
-    one = ProviderStore(Leg.FLIGHT, tmp_path / "flight.db")
-    two = ProviderStore(Leg.FLIGHT, tmp_path / "flight.db")  # as a second worker opens it
-
-    assert one.reserve("a/flight", "a", "LH1") == two.reserve("a/flight", "a", "LH1")
-    assert len(two.held()) == 1
+from tools.processes import free_port
 
 
 def attempt(number: int, workflow_id: str = "john-doe-1") -> ActivityEnvironment:
@@ -79,34 +28,176 @@ def attempt(number: int, workflow_id: str = "john-doe-1") -> ActivityEnvironment
     return env
 
 
-async def test_hotel_is_down_on_the_first_attempt_only(tmp_path: Path) -> None:
-    activities = quick_activities(tmp_path)
+@pytest.fixture
+async def activities(tmp_path: Path) -> AsyncIterator[BookingActivities]:
+    running = quick_activities(tmp_path)
+    yield running
+    await running.providers.close()
 
+
+async def test_hotel_is_down_the_first_time_a_booking_asks_only(
+    activities: BookingActivities,
+) -> None:
     with pytest.raises(ApplicationError) as outage:
         await attempt(1).run(activities.book_hotel, trip())
     room = await attempt(2).run(activities.book_hotel, trip())
 
-    assert (outage.value.type, outage.value.non_retryable) == (UNAVAILABLE, False)
+    assert (outage.value.message, outage.value.type) == ("Hotel service is down", UNAVAILABLE)
+    assert not outage.value.non_retryable
     assert room == Reservation(Leg.HOTEL, "valid-hotel-id", "hotel-1")
 
 
-async def test_rejection_is_a_non_retryable_application_error(tmp_path: Path) -> None:
+async def test_refusal_is_a_non_retryable_application_error(
+    activities: BookingActivities,
+) -> None:
     with pytest.raises(ApplicationError) as rejected:
-        await attempt(1).run(quick_activities(tmp_path).book_car, trip(car="invalid-car-id"))
+        await attempt(1).run(activities.book_car, trip(car="invalid-car-id"))
+
     assert (rejected.value.type, rejected.value.non_retryable) == (REJECTED, True)
+    assert rejected.value.message == "Invalid car booking: 'invalid-car-id'"
 
 
 async def test_a_repeated_booking_step_holds_one_reservation_and_one_undo_frees_it(
-    tmp_path: Path,
+    activities: BookingActivities,
 ) -> None:
-    activities = quick_activities(tmp_path, hotel_outage=False)
     booking = trip()
 
-    first = await attempt(1).run(activities.book_hotel, booking)
-    second = await attempt(2).run(activities.book_hotel, booking)
-    undo = await attempt(1).run(activities.undo_book_hotel, booking)
-    undo_again = await attempt(2).run(activities.undo_book_hotel, booking)
+    first = await attempt(1).run(activities.book_car, booking)
+    second = await attempt(2).run(activities.book_car, booking)
+    undo = await attempt(1).run(activities.undo_book_car, booking)
+    undo_again = await attempt(2).run(activities.undo_book_car, booking)
 
     assert first == second
-    assert (undo, undo_again) == (UndoReport(Leg.HOTEL, True), UndoReport(Leg.HOTEL, True))
-    assert activities.providers[Leg.HOTEL].held() == {}
+    assert (undo, undo_again) == (UndoReport(Leg.CAR, True), UndoReport(Leg.CAR, True))
+    assert stores_of(activities.providers)[Leg.CAR].held() == {}
+
+
+async def test_an_answer_lost_after_the_commit_is_retried_and_gets_the_same_reservation(
+    tmp_path: Path,
+) -> None:
+    losing = Simulation(hotel_outage=False, faults={Leg.CAR: ProviderFaults(lost_reply_rate=1)})
+    lossy = BookingActivities(providers_client(tmp_path, losing))
+    answering = BookingActivities(providers_client(tmp_path, Simulation(hotel_outage=False)))
+    booking = trip()
+
+    with pytest.raises(ApplicationError) as lost:
+        await attempt(1).run(lossy.book_car, booking)
+    held = stores_of(lossy.providers)[Leg.CAR].held()
+    retried = await attempt(2).run(answering.book_car, booking)
+
+    assert (lost.value.type, lost.value.non_retryable) == (UNAVAILABLE, False)
+    assert "did not answer" in lost.value.message
+    assert list(held.values()) == [retried]
+    assert stores_of(answering.providers)[Leg.CAR].held() == held
+    for used in (lossy, answering):
+        await used.providers.close()
+
+
+async def test_a_booking_id_beyond_ascii_keeps_its_key(activities: BookingActivities) -> None:
+    booking = dataclasses.replace(trip(), book_user_id="josé-núñez-184942")
+
+    await attempt(1, booking.book_user_id).run(activities.book_car, booking)
+
+    assert list(stores_of(activities.providers)[Leg.CAR].held()) == [f"{booking.book_user_id}/car"]
+
+
+class FakeProvider:
+    """A provider that answers every call with one status, and notes the keys it is sent."""
+
+    def __init__(self, status: int, delay: float = 0) -> None:
+        self.status = status
+        self.delay = delay
+        self.keys: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.keys.append(request.headers.get("Idempotency-Key", ""))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        body = {"title": "t", "status": self.status, "detail": f"said {self.status}"}
+        return web.json_response(body, status=self.status, content_type="application/problem+json")
+
+
+async def served(provider: FakeProvider) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/{leg}/{action}", provider.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
+
+
+ANSWERS = [
+    pytest.param(HTTPStatus.BAD_REQUEST, REJECTED, True, id="400-refused"),
+    pytest.param(HTTPStatus.NOT_FOUND, REJECTED, True, id="404-refused"),
+    pytest.param(HTTPStatus.CONFLICT, REJECTED, True, id="409-refused"),
+    pytest.param(HTTPStatus.UNPROCESSABLE_ENTITY, REJECTED, True, id="422-refused"),
+    pytest.param(HTTPStatus.REQUEST_TIMEOUT, UNAVAILABLE, False, id="408-later"),
+    pytest.param(HTTPStatus.TOO_MANY_REQUESTS, UNAVAILABLE, False, id="429-later"),
+    pytest.param(HTTPStatus.INTERNAL_SERVER_ERROR, UNAVAILABLE, False, id="500-later"),
+    pytest.param(HTTPStatus.BAD_GATEWAY, UNAVAILABLE, False, id="502-later"),
+    pytest.param(HTTPStatus.SERVICE_UNAVAILABLE, UNAVAILABLE, False, id="503-later"),
+]
+
+
+@pytest.mark.parametrize(("status", "kind", "final"), ANSWERS)
+async def test_a_providers_answer_decides_whether_the_attempt_is_retried(
+    status: int, kind: str, final: bool
+) -> None:
+    provider = FakeProvider(status)
+    runner, url = await served(provider)
+    providers = ProviderClient(url)
+    try:
+        with pytest.raises(ApplicationError) as failed:
+            await attempt(1).run(BookingActivities(providers).book_car, trip())
+    finally:
+        await providers.close()
+        await runner.cleanup()
+
+    assert (failed.value.type, failed.value.non_retryable) == (kind, final)
+    assert failed.value.message == f"said {status}"
+
+
+async def test_a_provider_that_hangs_fails_the_attempt_at_the_call_timeout() -> None:
+    provider = FakeProvider(HTTPStatus.OK, delay=5)
+    runner, url = await served(provider)
+    providers = ProviderClient(url, timeout=timedelta(seconds=0.2))
+    try:
+        with pytest.raises(ApplicationError) as failed:
+            await attempt(1).run(BookingActivities(providers).book_car, trip())
+    finally:
+        await providers.close()
+        await runner.cleanup()
+
+    assert (failed.value.type, failed.value.non_retryable) == (UNAVAILABLE, False)
+    assert failed.value.message == "the car provider did not answer within 0.2 s"
+
+
+async def test_a_provider_that_is_not_there_is_retried() -> None:
+    providers = ProviderClient(f"http://127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(ApplicationError) as failed:
+            await attempt(1).run(BookingActivities(providers).undo_book_car, trip())
+    finally:
+        await providers.close()
+
+    assert (failed.value.type, failed.value.non_retryable) == (UNAVAILABLE, False)
+    assert failed.value.message.startswith("the car provider did not answer (Cannot connect")
+
+
+async def test_every_attempt_of_a_step_and_its_undo_sends_the_bookings_key() -> None:
+    provider = FakeProvider(HTTPStatus.SERVICE_UNAVAILABLE)
+    runner, url = await served(provider)
+    activities = BookingActivities(ProviderClient(url))
+    booking = trip()
+    try:
+        steps = [(1, activities.book_car), (2, activities.book_car), (1, activities.undo_book_car)]
+        for number, step in steps:
+            with pytest.raises(ApplicationError):
+                await attempt(number, booking.book_user_id).run(step, booking)
+    finally:
+        await activities.providers.close()
+        await runner.cleanup()
+
+    assert provider.keys == [f'"{booking.book_user_id}/car"'] * 3

@@ -9,9 +9,10 @@ from api.access import Caller, key_line, new_key
 from api.contract import Role
 from api.settings import ApiSettings
 from config import ConfigError, temporal_connect_config
-from providers import ProviderFaults, Simulation
+from providers import ProviderSettings
 from run_worker import WorkerSettings
 from shared import Leg
+from simulated.faults import ProviderFaults, Simulation
 
 
 def test_defaults_match_the_tutorial() -> None:
@@ -89,12 +90,35 @@ def test_faults_are_read_per_provider() -> None:
         "PROVIDERS_DIR": "/var/lib/providers",
     }
     settings = WorkerSettings.from_env(env)
+    simulation = settings.providers.simulation
 
-    assert settings.simulation.of(Leg.HOTEL) == ProviderFaults(outage_rate=0.1, lost_reply_rate=0.2)
-    assert settings.simulation.of(Leg.CAR) == ProviderFaults(reject_rate=0.05)
-    assert settings.simulation.of(Leg.FLIGHT) == ProviderFaults(latency_seconds=0.5, stock=3)
-    assert settings.simulation.seed == 7
-    assert (settings.task_queue, str(settings.providers_dir)) == ("saga-blue", "/var/lib/providers")
+    assert simulation.of(Leg.HOTEL) == ProviderFaults(outage_rate=0.1, lost_reply_rate=0.2)
+    assert simulation.of(Leg.CAR) == ProviderFaults(reject_rate=0.05)
+    assert simulation.of(Leg.FLIGHT) == ProviderFaults(latency_seconds=0.5, stock=3)
+    assert simulation.seed == 7
+    assert settings.task_queue == "saga-blue"
+    assert str(settings.providers.directory) == "/var/lib/providers"
+
+
+def test_a_worker_given_the_providers_url_serves_none_of_its_own() -> None:
+    settings = WorkerSettings.from_env(
+        {"PROVIDERS_URL": "http://providers.internal:3001", "SIM_CAR_REJECT_RATE": "not read"}
+    )
+
+    assert settings.providers_url == "http://providers.internal:3001"
+    assert settings.providers == ProviderSettings()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PROVIDERS_PORT": "http"}, "PROVIDERS_PORT must be a number, not 'http'"),
+        ({"PROVIDERS_PORT": "70000"}, "PROVIDERS_PORT must be between 0 and 65535, not '70000'"),
+    ],
+)
+def test_a_bad_providers_port_is_refused_naming_it(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ProviderSettings.from_env(env)
 
 
 @pytest.mark.parametrize(

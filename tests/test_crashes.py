@@ -9,9 +9,12 @@ import pytest
 from temporalio.client import Client
 
 from activities import BookingActivities
-from providers import ProviderFaults, ProviderStore, RowStatus, Simulation
 from shared import Compensation, Leg, Outcome, UndoOutcome
+from simulated.faults import ProviderFaults, Simulation
+from simulated.store import ProviderStore, RowStatus
 from tests.support.histories import activity_runs, eventually
+from tests.support.providers import client as client_of
+from tests.support.providers import rows_of
 from tests.support.trips import trip
 from tests.support.workers import running_worker
 from tools.audit import run_audit
@@ -43,6 +46,7 @@ def spawn(address: str, task_queue: str, tmp_path: Path) -> Iterator[Spawn]:
                 "TEMPORAL_ADDRESS": address,
                 "TEMPORAL_TASK_QUEUE": task_queue,
                 "PROVIDERS_DIR": str(tmp_path / "providers"),
+                "PROVIDERS_PORT": "0",  # each serves the providers itself, on a port of its own
                 "SIM_HOTEL_OUTAGE": "0",
                 **sim,
             }
@@ -59,7 +63,7 @@ def spawn(address: str, task_queue: str, tmp_path: Path) -> Iterator[Spawn]:
 async def assert_audit_clean(
     client: Client, stores: dict[Leg, ProviderStore], task_queue: str
 ) -> None:
-    report = await run_audit(client, stores, task_queue)
+    report = await run_audit(client, rows_of(stores), task_queue)
     assert report.clean, report.summary()
 
 
@@ -119,11 +123,11 @@ async def test_worker_killed_during_an_undo_finishes_the_undos_after_restart(
 
 
 async def test_answers_lost_after_the_side_effect_never_double_book(
-    client: Client, stores: dict[Leg, ProviderStore]
+    client: Client, stores: dict[Leg, ProviderStore], tmp_path: Path
 ) -> None:
     lossy = ProviderFaults(lost_reply_rate=0.5)
     simulation = Simulation(hotel_outage=False, faults=dict.fromkeys(Leg, lossy), seed=3)
-    activities = BookingActivities(simulation, stores)
+    activities = BookingActivities(client_of(tmp_path / "providers", simulation))
     async with running_worker(client, activities) as task_queue:
         handles = [
             await client.start_workflow(
@@ -155,13 +159,12 @@ async def own_server(tmp_path: Path) -> AsyncIterator[DevServer]:
 
 @pytest.mark.timeout(120)
 async def test_saga_waiting_on_a_slow_step_survives_a_server_restart(
-    own_server: DevServer, stores: dict[Leg, ProviderStore]
+    own_server: DevServer, stores: dict[Leg, ProviderStore], tmp_path: Path
 ) -> None:
     client = await Client.connect(own_server.address)
     slow_car = ProviderFaults(latency_seconds=3)
-    activities = BookingActivities(
-        Simulation(hotel_outage=False, faults={Leg.CAR: slow_car}), stores
-    )
+    simulation = Simulation(hotel_outage=False, faults={Leg.CAR: slow_car})
+    activities = BookingActivities(client_of(tmp_path / "providers", simulation))
     async with running_worker(client, activities) as task_queue:
         booking = trip()
         handle = await client.start_workflow(
@@ -183,12 +186,13 @@ async def test_saga_waiting_on_a_slow_step_survives_a_server_restart(
 
 
 @pytest.mark.timeout(240)
-async def test_chaos_run_with_two_worker_kills_leaves_the_audit_clean(
+async def test_chaos_run_with_workers_and_the_providers_killed_and_frozen_leaves_the_audit_clean(
     address: str, tmp_path: Path
 ) -> None:
-    result = await run_chaos(ChaosPlan(bookings=100, worker_kills=2), address, tmp_path)
+    plan = ChaosPlan(bookings=100, worker_kills=2, provider_kills=1, provider_freezes=1)
+    result = await run_chaos(plan, address, tmp_path)
 
     assert result.clean, result.summary()
-    assert result.kills == 2
+    assert result.crashes == {"worker kills": 2, "provider kills": 1, "provider freezes": 1}
     assert result.outcomes.total() == 100
     assert {Outcome.CONFIRMED, Outcome.CANCELLED} <= set(result.outcomes)

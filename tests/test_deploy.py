@@ -28,9 +28,10 @@ from temporalio.common import MetricMeter
 from api.settings import ApiSettings
 from deployment.bookings import pinned_to
 from deployment.versions import SetCurrent, VersionSettings, code_build_id, routing, take_current
-from providers import ProviderStore
 from run_worker import WorkerSettings, build_worker, look_after_version
 from shared import BookingState, BookVacationInput, Outcome
+from simulated.store import ProviderStore
+from tests.support.providers import rows_of
 from tests.support.sagas import broken_copy, changed_copy
 from tests.support.trips import HeldCar, trip
 from tests.support.workers import quick, quick_activities, reported, until
@@ -151,6 +152,7 @@ def process_env(
         "WORKER_DEPLOYMENT_NAME": deployment_name,
         "WORKER_METRICS_ADDRESS": "",
         "PROVIDERS_DIR": str(providers),
+        "PROVIDERS_PORT": "0",  # each serves the providers over the same stores
         "SIM_LATENCY_SECONDS": "0",
     }
 
@@ -201,7 +203,7 @@ async def test_changed_saga_deployed_as_v2_while_100_bookings_run_on_v1(
     output = deploy.output.text()
     assert problems == [], output
     assert await last_closed(client, first) < retired_at
-    report = await run_audit(client, ProviderStore.open_all(providers), task_queue)
+    report = await run_audit(client, rows_of(ProviderStore.open_all(providers)), task_queue)
     assert report.clean, report.summary()
     assert report.outcomes == {"confirmed": 90, "cancelled": 30}, report.summary()
     assert status == 0, output

@@ -34,7 +34,8 @@ async def test_worker_adds_the_missing_search_attributes_says_so_then_polls(
     namespace = await bare_namespace(client)
     env = {"TEMPORAL_ADDRESS": address, "TEMPORAL_NAMESPACE": namespace}
     worker, output = spawn(
-        [sys.executable, "run_worker.py"], {**env, "PROVIDERS_DIR": str(tmp_path)}
+        [sys.executable, "run_worker.py"],
+        {**env, "PROVIDERS_PORT": "0", "PROVIDERS_DIR": str(tmp_path)},
     )
     try:
         output.wait_for("Worker polling")
@@ -121,6 +122,7 @@ async def test_a_worker_that_may_not_add_them_exits_1_with_the_message(
     env = {
         "TEMPORAL_ADDRESS": address,
         "TEMPORAL_NAMESPACE": namespace,
+        "PROVIDERS_PORT": "0",
         "PROVIDERS_DIR": str(tmp_path),
     }
     refused = await asyncio.to_thread(

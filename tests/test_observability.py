@@ -46,6 +46,7 @@ async def test_worker_metrics_and_logs_follow_the_sagas(address: str, tmp_path: 
         {
             "TEMPORAL_ADDRESS": address,
             "TEMPORAL_TASK_QUEUE": task_queue,
+            "PROVIDERS_PORT": "0",
             "PROVIDERS_DIR": str(tmp_path),
             "WORKER_METRICS_ADDRESS": f"127.0.0.1:{port}",
         }

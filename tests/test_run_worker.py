@@ -81,6 +81,7 @@ async def test_worker_finishes_the_activity_in_flight_on_sigterm_and_exits_0(
         {
             "TEMPORAL_ADDRESS": address,
             "TEMPORAL_NAMESPACE": EXTRA_NAMESPACE,
+            "PROVIDERS_PORT": "0",
             "PROVIDERS_DIR": str(tmp_path),
             "SIM_LATENCY_SECONDS": "2",
         },

@@ -213,7 +213,11 @@ def test_no_key_appears_in_the_logs_of_a_whole_run_nor_in_metrics(
     operator_key = add_key(keys_file, "ops", Role.OPERATOR)
     wrong_key = one_character_changed(client_key, len(client_key) // 2)
     common = {"TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": f"keys-{uuid.uuid4()}"}
-    quick = {"PROVIDERS_DIR": str(tmp_path / "providers"), "SIM_HOTEL_OUTAGE": "0"}
+    quick = {
+        "PROVIDERS_PORT": "0",
+        "PROVIDERS_DIR": str(tmp_path / "providers"),
+        "SIM_HOTEL_OUTAGE": "0",
+    }
     worker, worker_output = spawn([sys.executable, "run_worker.py"], {**common, **quick})
     statuses: dict[str, int] = {}
     try:

@@ -32,6 +32,7 @@ from tests.support.histories import (
     step_cancel_requested,
     timers,
 )
+from tests.support.providers import stores_of
 from tests.support.trips import Gate, GatedFlight, trip
 from tests.support.workers import (
     held_at_gate,
@@ -105,7 +106,7 @@ async def test_a_booking_stopped_mid_flight_undoes_flight_hotel_car_once_the_air
         Compensation(Leg.HOTEL, RELEASED),
         Compensation(Leg.CAR, RELEASED),
     ]
-    assert all(not p.held() for p in activities.providers.values())
+    assert all(not p.held() for p in stores_of(activities.providers).values())
     # A workflow timer, not the execution timeout: the run completes, with its undos.
     assert await timers(handle) == [(f"Deadline: booked within {deadline} s, or undone", timer)]
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
@@ -142,7 +143,7 @@ async def test_cancel_request_while_undoing_still_runs_every_undo(
         Compensation(Leg.HOTEL, RELEASED),
         Compensation(Leg.CAR, RELEASED),
     ]
-    assert all(not p.held() for p in activities.providers.values())
+    assert all(not p.held() for p in stores_of(activities.providers).values())
 
 
 async def test_a_booking_done_before_its_deadline_is_unaffected(
@@ -154,7 +155,7 @@ async def test_a_booking_done_before_its_deadline_is_unaffected(
     assert state.outcome is Outcome.CONFIRMED
     assert state.reason is None
     assert state.compensations == []
-    assert [len(p.held()) for p in activities.providers.values()] == [1, 1, 1]
+    assert [len(p.held()) for p in stores_of(activities.providers).values()] == [1, 1, 1]
     assert await timers(handle) == [("Deadline: booked within 60 s, or undone", "canceled")]
 
 
@@ -228,7 +229,7 @@ async def test_a_step_that_answers_with_the_deadline_counts_as_in_time(
             state = await handle.result()
 
     assert (state.outcome, state.reason, state.compensations) == (outcome, reason, undos)
-    held = [len(p.held()) for p in activities.providers.values()]
+    held = [len(p.held()) for p in stores_of(activities.providers).values()]
     assert held == ([1, 1, 1] if outcome is Outcome.CONFIRMED else [0, 0, 0])
     assert await timers(handle) == [("Deadline: booked within 8 s, or undone", "fired")]
 

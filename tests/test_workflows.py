@@ -30,6 +30,7 @@ from tests.support.histories import (
     booking_statuses,
     why_not_retried,
 )
+from tests.support.providers import stores_of
 from tests.support.trips import GatedFlight, trip
 from tests.support.workers import (
     held_at_gate,
@@ -115,7 +116,7 @@ async def test_rejected_step_undoes_every_step_attempted_in_reverse(
     # Replaying the history must reproduce it: the workflow code is deterministic.
     await Replayer(workflows=[BookingWorkflow]).replay_workflow(await handle.fetch_history())
     assert state.compensations == compensations
-    held = {leg: len(p.held()) for leg, p in activities.providers.items()}
+    held = {leg: len(p.held()) for leg, p in stores_of(activities.providers).items()}
     expected_held = 1 if outcome is Outcome.CONFIRMED else 0
     assert held == dict.fromkeys(Leg, expected_held)
 
@@ -157,7 +158,7 @@ async def test_one_attempt_gives_up_on_the_hotel_outage_and_undoes_the_car(
         Compensation(Leg.HOTEL, NOTHING),
         Compensation(Leg.CAR, RELEASED),
     ]
-    assert all(not p.held() for p in activities.providers.values())
+    assert all(not p.held() for p in stores_of(activities.providers).values())
 
 
 class StuckHotelUndo(BookingActivities):
@@ -189,7 +190,7 @@ async def test_undo_that_keeps_failing_is_recorded_and_later_undos_still_run(
         ran("undo_book_hotel", 3, "failed"),
         ran("undo_book_car"),
     ]
-    held = {leg: len(p.held()) for leg, p in activities.providers.items()}
+    held = {leg: len(p.held()) for leg, p in stores_of(activities.providers).items()}
     assert held == {Leg.CAR: 0, Leg.HOTEL: 1, Leg.FLIGHT: 0}
 
 
@@ -210,7 +211,7 @@ async def test_progress_query_shows_each_leg_while_the_saga_runs(
     ]
     assert (
         during.legs[0].reservation_id
-        == activities.providers[Leg.CAR].held().popitem()[1].reservation_id
+        == stores_of(activities.providers)[Leg.CAR].held().popitem()[1].reservation_id
     )
     assert done.outcome is Outcome.CONFIRMED
     assert isinstance(done, BookingState)
@@ -241,7 +242,7 @@ async def test_parallel_undo_starts_every_undo_before_any_ends(
     assert len(scheduled) == 3
     assert first_done is not None
     assert max(scheduled) < first_done
-    assert all(not p.held() for p in activities.providers.values())
+    assert all(not p.held() for p in stores_of(activities.providers).values())
 
 
 async def test_a_completed_booking_is_final_and_a_late_cancel_changes_nothing(
@@ -259,7 +260,7 @@ async def test_a_completed_booking_is_final_and_a_late_cancel_changes_nothing(
         "book_flight",
     ]
     assert (await handle.result()).outcome is Outcome.CONFIRMED
-    assert [len(p.held()) for p in activities.providers.values()] == [1, 1, 1]
+    assert [len(p.held()) for p in stores_of(activities.providers).values()] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("field", ["attempts", "undo_attempts", "deadline_seconds"])

@@ -1,26 +1,46 @@
-"""The audit behind `make audit`: every booking in Temporal against every provider's store.
+"""The audit behind `make audit`: every booking in Temporal against every provider's reservations.
 
 It checks the saga's promise, never a partial trip and never a double booking:
 a confirmed booking holds exactly one reservation per leg; a cancelled one
 holds none (unless its undo was left needing attention); no key and no
 booking holds two reservations in one store; no reservation belongs to a
-booking Temporal does not know; no booking has been running too long.
+booking Temporal does not know; no booking has been running too long. It
+reads the providers as anyone else must, over HTTP (`GET /<leg>/reservations`),
+with an operator's key where the providers take keys.
 """
 
 import argparse
 import asyncio
+import os
 from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from functools import partial
+from http import HTTPStatus
 
+import aiohttp
+from pydantic import TypeAdapter
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from config import temporal_connect_config
-from providers import ProviderStore, RowStatus
-from run_worker import WorkerSettings
+from providers import DEFAULT_PORT
 from shared import BookingState, Leg, Outcome, UndoOutcome
+from simulated.store import Row, RowStatus
 from tools.processes import exit_at_once
+
+Rows = Mapping[Leg, Sequence[Row]]
+"""Every row of each provider's store."""
+
+RowsReader = Callable[[], Awaitable[Rows]]
+"""Reads the providers' rows, once the bookings have been read."""
+
+ROWS = TypeAdapter(list[Row])
+READ_TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+class AuditError(Exception):
+    """The providers' reservations cannot be read."""
 
 
 @dataclass
@@ -82,14 +102,28 @@ async def read_bookings(
     return bookings
 
 
-def check_stores(
-    bookings: dict[str, Booking],
-    stores: dict[Leg, ProviderStore],
-    report: AuditReport,
-) -> None:
+async def read_rows(url: str, key: str = "") -> Rows:
+    """Ask each provider at `url` for every row of its store (with `key`, an operator's)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    rows: dict[Leg, list[Row]] = {}
+    async with aiohttp.ClientSession(timeout=READ_TIMEOUT, headers=headers) as session:
+        for leg in Leg:
+            async with session.get(f"{url.rstrip('/')}/{leg}/reservations") as response:
+                if response.status != HTTPStatus.OK:
+                    said = await response.text()
+                    raise AuditError(f"the {leg} provider answered {response.status}: {said}")
+                rows[leg] = ROWS.validate_python((await response.json())["reservations"])
+    return rows
+
+
+def over_http(url: str, key: str = "") -> RowsReader:
+    """Return the reader of the providers' rows at `url`."""
+    return partial(read_rows, url, key)
+
+
+def check_stores(bookings: dict[str, Booking], stores: Rows, report: AuditReport) -> None:
     """Check every store's rows against the bookings' outcomes."""
-    for leg, store in stores.items():
-        rows = store.rows()
+    for leg, rows in stores.items():
         held = [row for row in rows if row.status is RowStatus.HELD]
         report.held[leg] = len(held)
         for key, count in Counter(row.key for row in rows).items():
@@ -123,33 +157,45 @@ def check_leg(user_id: str, state: Booking, leg: Leg, holds: bool, report: Audit
 
 async def run_audit(
     client: Client,
-    stores: dict[Leg, ProviderStore],
+    read: RowsReader,
     task_queue: str | None = None,
     stuck_after: timedelta = timedelta(minutes=10),
 ) -> AuditReport:
-    """Audit every BookingWorkflow (on `task_queue`, if given) against `stores`."""
+    """Audit every BookingWorkflow (on `task_queue`, if given) against the rows `read` returns.
+
+    The bookings are read first: a reservation made meanwhile is one whose
+    booking Temporal already knows.
+    """
     query = "WorkflowType = 'BookingWorkflow'"
     if task_queue:
         query += f" AND TaskQueue = '{task_queue}'"
     report = AuditReport()
     bookings = await read_bookings(client, query, stuck_after, report)
-    check_stores(bookings, stores, report)
+    check_stores(bookings, await read(), report)
     return report
 
 
 async def main(argv: list[str] | None = None) -> int:
     """Run the audit from the command line; exit 1 on any violation."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    settings = WorkerSettings.from_env()
-    parser.add_argument("--providers-dir", type=Path, default=settings.providers_dir)
+    parser.add_argument(
+        "--providers-url",
+        default=os.environ.get("PROVIDERS_URL", f"http://127.0.0.1:{DEFAULT_PORT}"),
+        help="the provider service (PROVIDERS_URL; http://127.0.0.1:3001)",
+    )
     parser.add_argument("--task-queue", help="audit only the bookings on this task queue")
     parser.add_argument(
         "--stuck-after", type=float, default=600, help="seconds a booking may run (600)"
     )
     args = parser.parse_args(argv)
     client = await Client.connect(**temporal_connect_config())
-    stores = ProviderStore.open_all(args.providers_dir)
-    report = await run_audit(client, stores, args.task_queue, timedelta(seconds=args.stuck_after))
+    read = over_http(args.providers_url, os.environ.get("OPERATOR_API_KEY", ""))
+    stuck_after = timedelta(seconds=args.stuck_after)
+    try:
+        report = await run_audit(client, read, args.task_queue, stuck_after)
+    except (AuditError, aiohttp.ClientError, TimeoutError) as err:
+        print(f"make audit: cannot read the providers at {args.providers_url}: {err}")
+        return 2
     print(report.summary())
     return 0 if report.clean else 1
 

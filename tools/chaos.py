@@ -1,10 +1,12 @@
 """The chaos run behind `make chaos`: bookings under random faults and crashes, then the audit.
 
-It starts worker processes with every provider fault turned on, sends a
-stream of bookings (some with an invalid item), SIGKILLs a worker now and
-then (starting a new one in its place), optionally restarts the Temporal
-server on its SQLite file mid-run, waits for every booking to end, and runs
-the audit. The run passes only if every booking ended and the audit is clean.
+It starts the provider service with every fault turned on and worker
+processes calling it, sends a stream of bookings (some with an invalid item),
+and now and then: SIGKILLs a worker (starting a new one in its place), kills
+the provider service (starting it again on its port), freezes it (SIGSTOP)
+past the workers' call timeout and thaws it, or restarts the Temporal server
+on its SQLite file. Then it waits for every booking to end, and runs the
+audit. The run passes only if every booking ended and the audit is clean.
 """
 
 import argparse
@@ -25,10 +27,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 
-from providers import ProviderStore
 from shared import BookingState, BookVacationInput
-from tools.audit import AuditReport, run_audit
-from tools.processes import DevServer, WorkerProcess, exit_at_once
+from tools.audit import AuditReport, over_http, run_audit
+from tools.processes import DevServer, ProviderProcess, WorkerProcess, exit_at_once
 from workflows import BookingWorkflow
 
 FAULTS = {
@@ -44,6 +45,11 @@ FAULTS = {
     },
 }
 """Every provider: down 10 % of calls, refusing 2 %, losing 10 % of its answers."""
+
+FREEZE_SECONDS = 8.0
+"""How long a frozen provider stays frozen: past the workers' 5 s call timeout."""
+
+CRASHES = ("worker kills", "provider kills", "provider freezes", "server restarts")
 
 T = TypeVar("T")
 
@@ -63,6 +69,8 @@ class ChaosPlan:
     concurrency: int = 20
     workers: int = 2
     worker_kills: int = 2
+    provider_kills: int = 1
+    provider_freezes: int = 1
     server_restarts: int = 0
     invalid_share: float = 0.1
     faults: dict[str, str] = field(default_factory=lambda: dict(FAULTS))
@@ -75,8 +83,7 @@ class ChaosResult:
 
     outcomes: Counter[str]
     unfinished: list[str]
-    kills: int
-    server_restarts: int
+    crashes: Counter[str]
     audit: AuditReport
 
     @property
@@ -87,10 +94,11 @@ class ChaosResult:
     def summary(self) -> str:
         """Return the run as a person reads it."""
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
+        crashes = "; ".join(f"{k}: {self.crashes[k]}" for k in CRASHES)
         return "\n".join(
             [
                 f"bookings ended: {outcomes}; unfinished: {len(self.unfinished)}",
-                f"worker kills: {self.kills}; server restarts: {self.server_restarts}",
+                crashes,
                 self.audit.summary(),
             ]
         )
@@ -116,19 +124,22 @@ async def run_chaos(
     """Run `plan` against the server at `address`; `server` is restarted if the plan says so."""
     task_queue = task_queue or f"chaos-{uuid.uuid4().hex[:8]}"
     rng = random.Random(plan.seed)
+    providers = ProviderProcess(
+        {**plan.faults, "PROVIDERS_DIR": str(providers_dir), "SIM_SEED": str(plan.seed)}
+    )
     env = {
-        **plan.faults,
         "TEMPORAL_ADDRESS": address,
         "TEMPORAL_TASK_QUEUE": task_queue,
-        "PROVIDERS_DIR": str(providers_dir),
+        "PROVIDERS_URL": providers.url,
     }
-    workers = [WorkerProcess({**env, "SIM_SEED": str(plan.seed + n)}) for n in range(plan.workers)]
+    workers = [WorkerProcess(env) for _ in range(plan.workers)]
+    processes = [providers, *workers]
     try:
-        for worker in workers:
-            worker.start()
+        for process in processes:
+            await asyncio.to_thread(process.start)
     except BaseException:
-        for worker in workers:
-            worker.kill()
+        for process in processes:
+            process.kill()
         raise
     client = await Client.connect(address, runtime=QUIET)
     gate = asyncio.Semaphore(plan.concurrency)
@@ -140,31 +151,50 @@ async def run_chaos(
             )
             return await through_outages(handle.result, "await " + trip.book_user_id)
 
-    # Crashes fall evenly through the stream of bookings.
-    events = plan.worker_kills + plan.server_restarts
-    crash_at = {plan.bookings * (n + 1) // (events + 1): n for n in range(events)}
-    kills = restarts = 0
+    async def crash(kind: str) -> None:
+        if kind == "worker kills":
+            victim = workers[crashes[kind] % len(workers)]
+            victim.kill()
+            await asyncio.to_thread(victim.start)
+        elif kind == "provider kills":
+            providers.kill()
+            await asyncio.to_thread(providers.start)
+        elif kind == "provider freezes":
+            providers.freeze()
+            await asyncio.sleep(FREEZE_SECONDS)
+            providers.thaw()
+        elif server is not None:
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(1)
+            await asyncio.to_thread(server.start)
+
+    # Crashes fall evenly through the stream of bookings, one kind after another.
+    planned = [plan.worker_kills, plan.provider_kills, plan.provider_freezes, plan.server_restarts]
+    order = [kind for kind, n in zip(CRASHES, planned, strict=True) for _ in range(n)]
+    rng.shuffle(order)
+    crash_at = {plan.bookings * (n + 1) // (len(order) + 1): kind for n, kind in enumerate(order)}
+    crashes: Counter[str] = Counter()
     bookings: dict[str, asyncio.Task[BookingState]] = {}
     try:
         for n in range(plan.bookings):
             trip = random_trip(rng, plan.invalid_share)
             bookings[trip.book_user_id] = asyncio.create_task(book(trip))
             await asyncio.sleep(0.05)
-            if n in crash_at:
-                if crash_at[n] < plan.worker_kills:
-                    victim = workers[kills % len(workers)]
-                    victim.kill()
-                    await asyncio.to_thread(victim.start)
-                    kills += 1
-                elif server is not None:
-                    await asyncio.to_thread(server.stop)
-                    await asyncio.sleep(1)
-                    await asyncio.to_thread(server.start)
-                    restarts += 1
+            if (kind := crash_at.get(n)) is not None:
+                await crash(kind)
+                crashes[kind] += 1
         await asyncio.wait(bookings.values(), timeout=180)
+        outcomes, unfinished = ended(bookings)
+        read = over_http(providers.url)
+        report = await run_audit(client, read, task_queue, timedelta(minutes=5))
     finally:
-        for worker in workers:
-            worker.stop()
+        for process in reversed(processes):
+            process.stop()
+    return ChaosResult(outcomes, unfinished, crashes, report)
+
+
+def ended(bookings: dict[str, asyncio.Task[BookingState]]) -> tuple[Counter[str], list[str]]:
+    """Return the bookings' outcomes, and those that did not end (cancelling them)."""
     outcomes: Counter[str] = Counter()
     unfinished = []
     for user_id, task in bookings.items():
@@ -175,10 +205,7 @@ async def run_chaos(
             unfinished.append(f"{user_id}: {task.exception()!r}")
         else:
             outcomes[task.result().outcome] += 1
-    report = await run_audit(
-        client, ProviderStore.open_all(providers_dir), task_queue, timedelta(minutes=5)
-    )
-    return ChaosResult(outcomes, unfinished, kills, restarts, report)
+    return outcomes, unfinished
 
 
 async def start_once(
@@ -212,6 +239,8 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-kills", type=int, default=4)
+    parser.add_argument("--provider-kills", type=int, default=2)
+    parser.add_argument("--provider-freezes", type=int, default=2)
     parser.add_argument("--server-restarts", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
@@ -220,6 +249,8 @@ async def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         workers=args.workers,
         worker_kills=args.worker_kills,
+        provider_kills=args.provider_kills,
+        provider_freezes=args.provider_freezes,
         server_restarts=args.server_restarts,
         seed=args.seed,
     )

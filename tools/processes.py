@@ -8,6 +8,7 @@ crash would).
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -211,6 +212,9 @@ class WorkerProcess:
     "Worker polling" once it polls.
     """
 
+    READY = "Worker polling"
+    """What the program logs once it serves."""
+
     def __init__(self, env: dict[str, str], program: Sequence[str] = ("run_worker.py",)) -> None:
         self.env = dict(env)
         self.program = list(program)
@@ -230,7 +234,7 @@ class WorkerProcess:
         """Start the worker; return once it polls."""
         self.child = Child([sys.executable, *self.program], cwd=ROOT, env=self.env)
         try:
-            self.child.output.wait_for("Worker polling", timeout=120)
+            self.child.output.wait_for(self.READY, timeout=120)
         except BaseException:
             self.child.kill()  # one that never polled is of no use: leave nothing behind
             raise
@@ -244,3 +248,32 @@ class WorkerProcess:
         """Stop the worker gracefully (SIGTERM: it drains its activities)."""
         if self.child is not None:
             self.child.stop(30)
+
+
+class ProviderProcess(WorkerProcess):
+    """The providers' service (`providers.py`) as a process of its own, on a port it keeps.
+
+    To be killed, frozen and started again at the same URL, as its workers know it.
+    """
+
+    READY = "Providers (car, hotel, flight) serving on"
+
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
+        super().__init__({**env, "PROVIDERS_PORT": str(self.port)}, ("providers.py",))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def freeze(self) -> None:
+        """SIGSTOP the service: it takes connections and answers none, as a hung one does."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT the service: it answers what it took meanwhile."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Stop the service gracefully (thawed first: a stopped process takes no SIGTERM)."""
+        self.thaw()
+        super().stop()

@@ -100,6 +100,7 @@ def test_temporal_outage_answers_503_fast_healthz_at_once_and_recovers(
     worker = WorkerProcess(
         {
             **common,
+            "PROVIDERS_PORT": "0",
             "PROVIDERS_DIR": str(tmp_path / "providers"),
             "SIM_HOTEL_OUTAGE": "0",
             "SIM_LATENCY_SECONDS": "1",

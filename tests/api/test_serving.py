@@ -21,7 +21,7 @@ import pytest
 from temporalio.client import Client
 
 from api.serving import bind_address
-from providers import ProviderStore
+from simulated.store import ProviderStore
 from tests.support.processes import (
     children,
     group,
@@ -30,6 +30,7 @@ from tests.support.processes import (
     terminate,
     wait_for_condition,
 )
+from tests.support.providers import rows_of
 from tests.support.trips import JOHN, JOHN_BOOKED
 from tools.audit import AuditReport, run_audit
 from tools.children import Output
@@ -42,7 +43,9 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 def test_burst_of_300_bookings_to_one_api_process_loses_none(address: str, tmp_path: Path) -> None:
     task_queue, port = f"burst-{uuid.uuid4()}", free_port()
     common = {"TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": task_queue}
-    worker = WorkerProcess({**common, "PROVIDERS_DIR": str(tmp_path), "SIM_HOTEL_OUTAGE": "0"})
+    worker = WorkerProcess(
+        {**common, "PROVIDERS_PORT": "0", "PROVIDERS_DIR": str(tmp_path), "SIM_HOTEL_OUTAGE": "0"}
+    )
     worker.start()
     api, output = spawn([sys.executable, "starter.py"], {**common, "PORT": str(port)})
     try:
@@ -84,7 +87,7 @@ async def finish_and_audit(
 ) -> AuditReport:
     client = await Client.connect(address)
     await asyncio.gather(*(client.get_workflow_handle(uid).result() for uid in user_ids))
-    return await run_audit(client, ProviderStore.open_all(providers), task_queue)
+    return await run_audit(client, rows_of(ProviderStore.open_all(providers)), task_queue)
 
 
 START_PROBES = 5
@@ -210,7 +213,12 @@ def test_a_signal_drains_the_booking_in_flight_and_leaves_nothing(
 ) -> None:
     common = {"TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": f"drain-{uuid.uuid4()}"}
     # Three provider calls of 1 s: room to signal the API while /book waits on the saga.
-    slow = {"PROVIDERS_DIR": str(tmp_path), "SIM_HOTEL_OUTAGE": "0", "SIM_LATENCY_SECONDS": "1"}
+    slow = {
+        "PROVIDERS_PORT": "0",
+        "PROVIDERS_DIR": str(tmp_path),
+        "SIM_HOTEL_OUTAGE": "0",
+        "SIM_LATENCY_SECONDS": "1",
+    }
     worker, worker_output = spawn([sys.executable, "run_worker.py"], {**common, **slow})
     try:
         worker_output.wait_for("Worker polling")

@@ -1,4 +1,4 @@
-"""Workers for the tests: the real activities on fresh stores, run in-process."""
+"""Workers for the tests: the real activities, calling fresh providers over HTTP, in-process."""
 
 import asyncio
 import inspect
@@ -13,9 +13,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities import BookingActivities
 from deployment.stuck import Stuck, stuck
-from providers import ProviderStore, Simulation
 from run_worker import build_worker
 from shared import TASK_QUEUE_NAME, BookingState, BookVacationInput
+from simulated.faults import Simulation
+from tests.support.providers import client, stores_of
 from tests.support.trips import Gate
 from workflows import BookingWorkflow
 
@@ -27,13 +28,13 @@ A = TypeVar("A", bound=BookingActivities)
 
 
 def quick(kind: type[A], directory: Path, *, hotel_outage: bool = True) -> A:
-    """A test's activities class with fresh stores in `directory` and no latency."""
+    """A test's activities class, calling fresh providers (stores in `directory`, no latency)."""
     simulation = Simulation(latency_seconds=0, hotel_outage=hotel_outage)
-    return kind(simulation, ProviderStore.open_all(directory))
+    return kind(client(directory, simulation))
 
 
 def quick_activities(directory: Path, *, hotel_outage: bool = True) -> BookingActivities:
-    """The real activities with fresh stores in `directory` and no latency."""
+    """The real activities, calling fresh providers (stores in `directory`, no latency)."""
     return quick(BookingActivities, directory, hotel_outage=hotel_outage)
 
 
@@ -41,8 +42,11 @@ def quick_activities(directory: Path, *, hotel_outage: bool = True) -> BookingAc
 async def running_worker(client: Client, activities: BookingActivities) -> AsyncIterator[str]:
     """Run the worker on a fresh task queue; yield the queue's name."""
     task_queue = f"test-{uuid.uuid4()}"
-    async with build_worker(client, activities, task_queue):
-        yield task_queue
+    try:
+        async with build_worker(client, activities, task_queue):
+            yield task_queue
+    finally:
+        await activities.providers.close()
 
 
 async def run_booking(
@@ -86,6 +90,7 @@ def worker_thread(
         async with build_worker(client, activities, task_queue):
             started.set()
             await stop.wait()
+        await activities.providers.close()
 
     thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
     thread.start()
@@ -100,14 +105,14 @@ def worker_thread(
 
 def held(activities: BookingActivities) -> int:
     """Return how many reservations the activities' providers hold in all."""
-    return sum(len(p.held()) for p in activities.providers.values())
+    return sum(len(store.held()) for store in stores_of(activities.providers).values())
 
 
 def held_by(activities: BookingActivities, user_id: str) -> dict[str, int]:
     """Return how many reservations one booking holds, by leg."""
     return {
         leg: sum(key.startswith(f"{user_id}/") for key in provider.held())
-        for leg, provider in activities.providers.items()
+        for leg, provider in stores_of(activities.providers).items()
     }
 
 

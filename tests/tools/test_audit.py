@@ -14,17 +14,19 @@ from typing import NamedTuple
 import pytest
 from temporalio.client import Client
 
-from providers import ProviderStore
 from shared import Leg, Outcome
+from simulated.store import ProviderStore
+from tests.support.providers import rows_of, stores_of
 from tests.support.trips import trip
 from tests.support.workers import quick_activities, running_worker
-from tools.audit import run_audit
+from tools.audit import over_http, run_audit
 from tools.processes import ROOT
 from workflows import BookingWorkflow
 
 
 class Booked(NamedTuple):
     stores: dict[Leg, ProviderStore]
+    url: str
     task_queue: str
     confirmed: str
     cancelled: str
@@ -41,11 +43,11 @@ async def booked(client: Client, tmp_path: Path) -> Booked:
                 BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
             )
             ids.append(booking.book_user_id)
-    stores = dict(activities.providers)
-    report = await run_audit(client, stores, task_queue)
+    url = activities.providers.url
+    report = await run_audit(client, over_http(url), task_queue)
     assert report.clean, report.summary()
     assert report.outcomes == {Outcome.CONFIRMED: 1, Outcome.CANCELLED: 1}
-    return Booked(stores, task_queue, *ids)
+    return Booked(dict(stores_of(activities.providers)), url, task_queue, *ids)
 
 
 def sql(store: ProviderStore, statement: str, *args: str) -> None:
@@ -92,7 +94,7 @@ async def test_audit_reports_each_broken_promise(
 ) -> None:
     tamper(booked)
 
-    report = await run_audit(client, booked.stores, booked.task_queue)
+    report = await run_audit(client, over_http(booked.url), booked.task_queue)
 
     assert not report.clean
     assert any(violation in found for found in report.violations), report.violations
@@ -104,7 +106,7 @@ async def test_audit_reports_a_booking_running_too_long(client: Client, tmp_path
     handle = await client.start_workflow(
         BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=nobody_polls
     )
-    stores = ProviderStore.open_all(tmp_path)
+    stores = rows_of(ProviderStore.open_all(tmp_path))
     try:
         fresh = await run_audit(client, stores, nobody_polls, stuck_after=timedelta(minutes=1))
         stuck = await run_audit(client, stores, nobody_polls, stuck_after=timedelta(0))
@@ -117,10 +119,9 @@ async def test_audit_reports_a_booking_running_too_long(client: Client, tmp_path
 
 
 def audit_command(address: str, booked: Booked) -> subprocess.CompletedProcess[str]:
-    directory = str(booked.stores[Leg.CAR].path.parent)
     command = [sys.executable, "-m", "tools.audit", "--task-queue", booked.task_queue]
     return subprocess.run(
-        [*command, "--providers-dir", directory],
+        [*command, "--providers-url", booked.url],
         cwd=ROOT,
         env={**os.environ, "TEMPORAL_ADDRESS": address},
         capture_output=True,

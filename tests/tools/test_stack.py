@@ -190,6 +190,7 @@ def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: P
         "TEMPORAL_PORT": str(grpc),
         "TEMPORAL_UI_PORT": str(ui),
         "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
+        "PROVIDERS_PORT": "0",
         "PROVIDERS_DIR": str(tmp_path / "providers"),
         "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
     }
@@ -231,6 +232,7 @@ def test_make_run_adds_the_search_attributes_to_a_file_made_before_them(tmp_path
         "TEMPORAL_PORT": str(free_port()),
         "TEMPORAL_UI_PORT": str(free_port()),
         "TEMPORAL_DB_FILE": str(db_file),
+        "PROVIDERS_PORT": "0",
         "PROVIDERS_DIR": str(tmp_path / "providers"),
         "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
     }
@@ -272,6 +274,7 @@ def test_make_deploy_beside_make_run_retires_its_worker_and_the_stack_goes_on(
         "TEMPORAL_PORT": str(grpc),
         "TEMPORAL_UI_PORT": str(free_port()),
         "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
+        "PROVIDERS_PORT": "0",
         "PROVIDERS_DIR": str(tmp_path / "providers"),
         "WORKER_METRICS_ADDRESS": "",
         "SIM_LATENCY_SECONDS": "4",  # the bookings are still running when the deploy switches

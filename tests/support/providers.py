@@ -1,0 +1,81 @@
+"""The simulated providers for the tests: their real HTTP service, in a thread or a process."""
+
+import asyncio
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from activities import ProviderClient
+from providers import ProviderSettings, serve
+from shared import Leg
+from simulated.faults import Simulation
+from simulated.store import ProviderStore
+from tools.audit import Rows, RowsReader
+
+
+class ServedProviders:
+    """The providers' HTTP service on a loopback port, served from a thread of the tests."""
+
+    def __init__(self, directory: Path, simulation: Simulation) -> None:
+        self.directory = directory
+        self.stores = ProviderStore.open_all(directory)
+        """The same files the service writes, for the tests to read."""
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(simulation,), daemon=True)
+        self._thread.start()
+        assert self._started.wait(10), "the providers did not start"
+
+    def _run(self, simulation: Simulation) -> None:
+        async def serving() -> None:
+            settings = ProviderSettings(port=0, directory=self.directory, simulation=simulation)
+            async with serve(settings) as url:
+                self.url = url
+                self._started.set()
+                await self._stop.wait()
+
+        self._loop.run_until_complete(serving())
+        self._loop.close()
+
+    def stop(self) -> None:
+        """Stop serving, letting calls in flight finish."""
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(15)
+
+
+RUNNING: dict[str, ServedProviders] = {}
+"""Every service started by `served`, by URL: stopped as the session ends."""
+
+
+def served(directory: Path, simulation: Simulation) -> ServedProviders:
+    """Start the providers over the stores in `directory`; they serve until the session ends."""
+    service = ServedProviders(directory, simulation)
+    RUNNING[service.url] = service
+    return service
+
+
+def client(directory: Path, simulation: Simulation) -> ProviderClient:
+    """Return a client of fresh providers over the stores in `directory`."""
+    return ProviderClient(served(directory, simulation).url)
+
+
+def stores_of(providers: ProviderClient) -> Mapping[Leg, ProviderStore]:
+    """Return the stores of the providers a client calls."""
+    return RUNNING[providers.url].stores
+
+
+def stop_all() -> None:
+    """Stop every service `served` started."""
+    while RUNNING:
+        RUNNING.popitem()[1].stop()
+
+
+def rows_of(stores: Mapping[Leg, ProviderStore]) -> RowsReader:
+    """Return a reader of the stores' rows, for an audit of providers a worker process serves."""
+
+    async def read() -> Rows:
+        return {leg: store.rows() for leg, store in stores.items()}
+
+    return read
