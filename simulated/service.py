@@ -13,6 +13,7 @@ again cannot change, 503 (with Retry-After) an outage worth retrying.
 """
 
 import asyncio
+import json
 import logging
 import random
 import re
@@ -231,7 +232,7 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
 def problem(request: web.Request, status: HTTPStatus, detail: str) -> web.Response:
     """Return an RFC 9457 problem; a 503 says when to ask again."""
     body = {"title": status.phrase, "status": status, "detail": detail, "instance": request.path}
-    response = web.json_response(body, status=status, content_type=PROBLEM)
+    response = web.Response(body=json.dumps(body).encode(), status=status, content_type=PROBLEM)
     if status == HTTPStatus.SERVICE_UNAVAILABLE:
         response.headers["Retry-After"] = RETRY_AFTER
     return response
