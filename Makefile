@@ -9,6 +9,9 @@ BIN := $(VENV)/bin
 SIM_LATENCY_SECONDS ?= 0.3
 WORKER_METRICS_ADDRESS ?= 127.0.0.1:9464
 
+# Where `make deploy`'s new workers and `make audit` find the providers: make run's service.
+PROVIDERS_URL ?= http://127.0.0.1:3001
+
 # Where `make api-key` keeps the keys' hashes; the API reads it when API_KEYS_FILE is set.
 API_KEYS_FILE ?= api-keys.txt
 
@@ -22,7 +25,7 @@ run: $(VENV)/.runtime
 # Deploys this checkout's saga as a new version beside the running one, while bookings
 # run (docs/operating.md, "Deploying a changed saga"). Options: make deploy DEPLOY_ARGS=--help
 deploy: $(VENV)/.runtime
-	SIM_LATENCY_SECONDS=$(SIM_LATENCY_SECONDS) $(BIN)/python -m tools.deploy $(DEPLOY_ARGS)
+	PROVIDERS_URL=$(PROVIDERS_URL) $(BIN)/python -m tools.deploy $(DEPLOY_ARGS)
 
 # Makes an API key: prints it once, and appends its hash to API_KEYS_FILE (docs/access.md).
 api-key: $(VENV)/.runtime
@@ -40,9 +43,9 @@ typecheck: $(VENV)/.dev
 pytest: $(VENV)/.dev
 	$(BIN)/pytest
 
-# Checks every booking in Temporal against the providers' stores (docs/testing.md, "The audit").
+# Checks every booking in Temporal against the providers' reservations (docs/testing.md, "The audit").
 audit: $(VENV)/.runtime
-	$(BIN)/python -m tools.audit
+	PROVIDERS_URL=$(PROVIDERS_URL) $(BIN)/python -m tools.audit
 
 # Hundreds of bookings under faults, worker kills and a server restart, then the audit.
 chaos: $(VENV)/.runtime

@@ -5,8 +5,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -209,12 +209,23 @@ async def stopped(stop: asyncio.Event, within: timedelta) -> bool:
     return True
 
 
-async def main(workflow_runner: WorkflowRunner | None = None, *, versioned: bool = True) -> None:
+OpenActivities = Callable[[WorkerSettings], AbstractAsyncContextManager[BookingActivities]]
+"""Opens the worker's activities from its settings (`open_activities`)."""
+
+
+async def main(
+    workflow_runner: WorkflowRunner | None = None,
+    *,
+    versioned: bool = True,
+    activities_from: OpenActivities = open_activities,
+) -> None:
     """Run the worker until SIGINT or SIGTERM, or until its version has drained; then drain it.
 
     `workflow_runner`: as `build_worker`'s (the benchmark's reference worker
     turns the sandbox off; the product never does). `versioned=False`: no
     deployment version (`tools/unversioned_worker.py`; the product never).
+    `activities_from`: how the activities reach the providers (the
+    benchmark's `tools/hopless_worker.py` calls the stores without HTTP).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # The saga's own lines carry the booking id; the SDK's dict after each is noise.
@@ -237,7 +248,7 @@ async def main(workflow_runner: WorkflowRunner | None = None, *, versioned: bool
         loop.add_signal_handler(signum, stop.set)
     version = settings.version.version if versioned else None
     async with (
-        open_activities(settings) as activities,
+        activities_from(settings) as activities,
         build_worker(
             client,
             activities,

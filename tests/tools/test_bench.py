@@ -20,6 +20,8 @@ QUICK_SCENARIOS = {
     "floor, default server",
     "floor, sandbox off",
     "floor, unversioned",
+    "floor, no HTTP hop",
+    "floor, provider service",
 }
 DEMO_SCENARIOS = {"demo floor", "demo POST /book"}
 SMALL = {
@@ -40,7 +42,7 @@ TARGETS = {
     "floor at 3: throughput x sandbox-off reference's",
 }
 
-# Six dev servers with their workers, two APIs, and demo sagas of ~2 s: about
+# Eight dev servers with their workers, two APIs, and demo sagas of ~2 s: about
 # a minute on a quiet 2-core machine; the rest is room for a busy one. The
 # first test to ask for the run pays for it.
 pytestmark = pytest.mark.timeout(240)

@@ -173,7 +173,7 @@ def make_run(env: dict[str, str]) -> Iterator[Output]:
             os.killpg(process.pid, signal.SIGKILL)
             raise
         output.wait_for("stack | stopped", timeout=5)
-    assert len(children) >= 4, f"expected the supervisor and three children, saw {children}"
+    assert len(children) >= 5, f"expected the supervisor and four children, saw {children}"
     assert not [pid for pid in children if alive(pid)]
 
 
@@ -190,7 +190,7 @@ def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: P
         "TEMPORAL_PORT": str(grpc),
         "TEMPORAL_UI_PORT": str(ui),
         "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
-        "PROVIDERS_PORT": "0",
+        "PROVIDERS_PORT": str(free_port()),
         "PROVIDERS_DIR": str(tmp_path / "providers"),
         "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
     }
@@ -200,7 +200,8 @@ def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: P
             run_example(command, documented, api, ids)
     user_ids = list(ids.values())
 
-    assert not [port for port in (api, grpc, ui) if port_in_use(port)]
+    providers = int(env["PROVIDERS_PORT"])
+    assert not [port for port in (api, grpc, ui, providers) if port_in_use(port)]
 
     # The runs are kept in the SQLite file, and the Web UI shows them after a restart,
     # this time with API keys, as the README's Access section serves: its examples hold,
@@ -232,7 +233,7 @@ def test_make_run_adds_the_search_attributes_to_a_file_made_before_them(tmp_path
         "TEMPORAL_PORT": str(free_port()),
         "TEMPORAL_UI_PORT": str(free_port()),
         "TEMPORAL_DB_FILE": str(db_file),
-        "PROVIDERS_PORT": "0",
+        "PROVIDERS_PORT": str(free_port()),
         "PROVIDERS_DIR": str(tmp_path / "providers"),
         "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
     }
@@ -274,7 +275,7 @@ def test_make_deploy_beside_make_run_retires_its_worker_and_the_stack_goes_on(
         "TEMPORAL_PORT": str(grpc),
         "TEMPORAL_UI_PORT": str(free_port()),
         "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
-        "PROVIDERS_PORT": "0",
+        "PROVIDERS_PORT": str(free_port()),
         "PROVIDERS_DIR": str(tmp_path / "providers"),
         "WORKER_METRICS_ADDRESS": "",
         "SIM_LATENCY_SECONDS": "4",  # the bookings are still running when the deploy switches
@@ -283,7 +284,9 @@ def test_make_deploy_beside_make_run_retires_its_worker_and_the_stack_goes_on(
     changed = changed_copy(tmp_path / "changed")
     with make_run(env) as output:
         before = [str(post_json(f"{api}/bookings", JOHN)["user_id"]) for _ in range(3)]
-        deploy_env = {**env, "TEMPORAL_ADDRESS": f"127.0.0.1:{grpc}"}
+        providers = f"http://127.0.0.1:{env['PROVIDERS_PORT']}"
+        # As `make deploy` runs it: its workers call make run's providers.
+        deploy_env = {**env, "TEMPORAL_ADDRESS": f"127.0.0.1:{grpc}", "PROVIDERS_URL": providers}
         deploy = Child(
             [sys.executable, "-m", "tools.deploy", "--canary-for", "2"], cwd=changed, env=deploy_env
         )

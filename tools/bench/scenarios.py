@@ -75,6 +75,8 @@ async def define_scenarios(
         # Next to the floor: the target is a ratio of the two, so measured side by side.
         "floor, sandbox off": Scenario(floor(clients["reference"]), stacks["reference"], quick),
         "floor, unversioned": Scenario(floor(clients["unversioned"]), stacks["unversioned"], quick),
+        "floor, no HTTP hop": Scenario(floor(clients["hopless"]), stacks["hopless"], quick),
+        "floor, provider service": Scenario(floor(clients["service"]), stacks["service"], quick),
         "POST /book": Scenario(http(tuned.api_port, pool, poll=False), tuned, quick),
         "POST /bookings + poll": Scenario(http(tuned.api_port, pool, poll=True), tuned, quick),
         "connect per request": Scenario(connect_per_request(tuned.server.address), tuned, quick),

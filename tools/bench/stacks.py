@@ -9,7 +9,15 @@ from typing import Any
 
 from api.settings import ACCESS_VARIABLES
 from tools.children import Child
-from tools.processes import ROOT, DevServer, WorkerProcess, answers, free_port, wait_until
+from tools.processes import (
+    ROOT,
+    DevServer,
+    ProviderProcess,
+    WorkerProcess,
+    answers,
+    free_port,
+    wait_until,
+)
 
 QUIET_SIMULATION = {"SIM_LATENCY_SECONDS": "0", "SIM_HOTEL_OUTAGE": "0"}
 DEMO_SIMULATION = {"SIM_LATENCY_SECONDS": "0.3", "SIM_HOTEL_OUTAGE": "1"}
@@ -19,6 +27,8 @@ REFERENCE_WORKER = ("-m", "tools.reference_worker")
 """The same worker with the workflow sandbox off: a tool, never the product."""
 UNVERSIONED_WORKER = ("-m", "tools.unversioned_worker")
 """The same worker without a deployment version: what versioning costs."""
+HOPLESS_WORKER = ("-m", "tools.hopless_worker")
+"""The same worker calling the providers' stores without HTTP: what the hop costs."""
 
 
 def open_api_env() -> dict[str, str]:
@@ -38,18 +48,22 @@ class Stack:
         api: bool,
         simulation: dict[str, str] = QUIET_SIMULATION,
         worker: tuple[str, ...] = PRODUCT_WORKER,
+        service: bool = False,
         **server: bool,
     ) -> None:
         directory.mkdir(parents=True)
         self.server = DevServer(directory, ui=False, **server)
         self.server.start()
+        stores = {**simulation, "PROVIDERS_DIR": str(directory / "providers")}
+        self.providers: ProviderProcess | None = None
+        # The worker serves the providers itself (on a free port), unless they are a service.
+        reach = {"PROVIDERS_PORT": "0"}
+        if service:
+            self.providers = ProviderProcess(stores)
+            self.providers.start()
+            reach = {"PROVIDERS_URL": self.providers.url}
         self.worker = WorkerProcess(
-            {
-                **simulation,
-                "TEMPORAL_ADDRESS": self.server.address,
-                "PROVIDERS_DIR": str(directory / "providers"),
-            },
-            worker,
+            {**stores, **reach, "TEMPORAL_ADDRESS": self.server.address}, worker
         )
         self.worker.start()
         self.api: Child | None = None
@@ -71,6 +85,8 @@ class Stack:
         assert self.server.process is not None
         assert self.worker.process is not None
         pids = {"server": self.server.process.pid, "worker": self.worker.process.pid}
+        if self.providers is not None and self.providers.process is not None:
+            pids["providers"] = self.providers.process.pid
         if self.api is not None:
             pids["api"] = self.api.process.pid
         return pids
@@ -86,6 +102,8 @@ class Stack:
             try:
                 self.worker.stop()
             finally:
+                if self.providers is not None:
+                    self.providers.stop()
                 self.server.stop()
 
 
@@ -95,6 +113,8 @@ STACKS: dict[str, dict[str, Any]] = {
     "default": {"api": False, "persistent": False, "tuned": False},
     "reference": {"api": False, "worker": REFERENCE_WORKER},
     "unversioned": {"api": False, "worker": UNVERSIONED_WORKER},
+    "hopless": {"api": False, "worker": HOPLESS_WORKER},
+    "service": {"api": False, "service": True},
     "demo": {"api": True, "simulation": DEMO_SIMULATION},
 }
 """Each stack's options (Stack's and DevServer's): `make run`'s server unless told."""

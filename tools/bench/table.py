@@ -7,12 +7,14 @@ def table(data: dict[str, Any]) -> str:
     """Return the results as a text table, the demo's sagas in flight, and the targets."""
     head = (
         f"{'scenario':<24}{'conc':>5}{'n':>5}{'per s':>8}{'p50':>8}{'p95':>8}{'p99':>8}"
-        f"{'x floor':>8}{'Δp50':>8}  cpu ms/booking (server, worker, api)"
+        f"{'x floor':>8}{'Δp50':>8}  cpu ms/booking (server, worker, providers, api)"
     )
     lines = [head, "-" * len(head)]
     for row in data["results"]:
         cpu = row["cpu_ms_per_booking"]
-        cpus = ", ".join(f"{cpu[k]:.1f}" if k in cpu else "-" for k in ("server", "worker", "api"))
+        cpus = ", ".join(
+            f"{cpu[k]:.1f}" if k in cpu else "-" for k in ("server", "worker", "providers", "api")
+        )
         lines.append(
             f"{row['scenario']:<24}{row['concurrency']:>5}{row['bookings']:>5}"
             f"{row['throughput']:>8.1f}{row['p50_ms']:>8.1f}{row['p95_ms']:>8.1f}"
