@@ -181,13 +181,13 @@ class BookingActivities:
 
 async def _refusal(leg: Leg, response: aiohttp.ClientResponse) -> ApplicationError:
     """Return the error for a provider's problem answer: a refusal, unless it says "later"."""
-    detail = await _detail(response)
+    detail = await _detail(leg, response)
     if response.status < 500 and response.status not in RETRIED_4XX:
         return ApplicationError(detail, type=REJECTED, non_retryable=True, category=BENIGN)
     return _unavailable(detail)
 
 
-async def _detail(response: aiohttp.ClientResponse) -> str:
+async def _detail(leg: Leg, response: aiohttp.ClientResponse) -> str:
     """Return what the provider said went wrong (its problem's detail), or its status."""
     said: Any = None
     with suppress(ValueError):  # not JSON: a proxy's page, say
@@ -195,7 +195,7 @@ async def _detail(response: aiohttp.ClientResponse) -> str:
     detail = said.get("detail") if isinstance(said, dict) else None
     if isinstance(detail, str):
         return detail
-    return f"the provider answered {response.status} {response.reason}"
+    return f"the {leg} provider answered {response.status} {response.reason}"
 
 
 def _log(event: str, leg: Leg, **fields: object) -> None:

@@ -10,6 +10,7 @@ it in its own process instead (`serve`).
 """
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -86,9 +87,12 @@ async def serve(settings: ProviderSettings) -> AsyncIterator[str]:
         await site.start()
     except OSError as err:
         await runner.cleanup()
+        where = f"{settings.host}:{settings.port}"
+        if err.errno != errno.EADDRINUSE:
+            raise ConfigError(f"cannot serve the providers on {where}: {err}") from None
         raise ConfigError(
-            f"cannot serve the providers on {settings.host}:{settings.port} ({err.strerror}); "
-            "if another process serves them there, set PROVIDERS_URL to share them"
+            f"cannot serve the providers on {where}: the port is taken; if another process "
+            "serves them there, set PROVIDERS_URL to share them (docs/providers.md)"
         ) from None
     try:
         yield url_of(runner)

@@ -232,6 +232,24 @@ async def main(
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
     settings = WorkerSettings.from_env()
+    # The providers first: a port taken here is said before Temporal is reached.
+    async with activities_from(settings) as activities:
+        problem = await work(settings, activities, workflow_runner, versioned)
+    log.info("Worker stopped")
+    if problem is not None:
+        raise SystemExit(f"run_worker: {problem}")
+
+
+async def work(
+    settings: WorkerSettings,
+    activities: BookingActivities,
+    workflow_runner: WorkflowRunner | None,
+    versioned: bool,
+) -> BaseException | None:
+    """Poll until SIGINT or SIGTERM, or until the version has drained; then drain.
+
+    Returns what looking after the version raised, if it did.
+    """
     config = temporal_connect_config()
     try:
         sdk = runtime(settings.metrics_address)
@@ -247,27 +265,18 @@ async def main(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     version = settings.version.version if versioned else None
-    async with (
-        activities_from(settings) as activities,
-        build_worker(
-            client,
-            activities,
-            settings.task_queue,
-            workflow_runner=workflow_runner,
-            version=version,
-        ),
-    ):
+    queue = settings.task_queue
+    runner = workflow_runner
+    async with build_worker(client, activities, queue, workflow_runner=runner, version=version):
         log.info(
             "Worker polling task queue %r %s; Ctrl-C to stop",
-            settings.task_queue,
+            queue,
             f"as version {key(version)}" if version else "unversioned",
         )
         watching = look_after_version(client, settings, sdk.metric_meter, stop) if version else None
         problem = await until_stopped(stop, watching)
         log.info("Draining activities in flight (up to %s)", GRACEFUL_SHUTDOWN)
-    log.info("Worker stopped")
-    if problem is not None:
-        raise SystemExit(f"run_worker: {problem}")
+    return problem
 
 
 async def until_stopped(

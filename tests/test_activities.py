@@ -104,15 +104,19 @@ async def test_a_booking_id_beyond_ascii_keeps_its_key(activities: BookingActivi
 class FakeProvider:
     """A provider that answers every call with one status, and notes the keys it is sent."""
 
-    def __init__(self, status: int, delay: float = 0) -> None:
+    def __init__(self, status: int, delay: float = 0, page: str = "") -> None:
         self.status = status
         self.delay = delay
+        self.page = page
+        """An HTML page to answer instead of a problem (a proxy's, say)."""
         self.keys: list[str] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         self.keys.append(request.headers.get("Idempotency-Key", ""))
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.page:
+            return web.Response(text=self.page, status=self.status, content_type="text/html")
         body = {"title": "t", "status": self.status, "detail": f"said {self.status}"}
         return web.json_response(body, status=self.status, content_type="application/problem+json")
 
@@ -157,6 +161,20 @@ async def test_a_providers_answer_decides_whether_the_attempt_is_retried(
 
     assert (failed.value.type, failed.value.non_retryable) == (kind, final)
     assert failed.value.message == f"said {status}"
+
+
+async def test_an_answer_that_is_no_problem_says_the_status() -> None:
+    runner, url = await served(FakeProvider(HTTPStatus.BAD_GATEWAY, page="<h1>Bad Gateway</h1>"))
+    providers = ProviderClient(url)
+    try:
+        with pytest.raises(ApplicationError) as failed:
+            await attempt(1).run(BookingActivities(providers).book_car, trip())
+    finally:
+        await providers.close()
+        await runner.cleanup()
+
+    assert (failed.value.type, failed.value.non_retryable) == (UNAVAILABLE, False)
+    assert failed.value.message == "the car provider answered 502 Bad Gateway"
 
 
 async def test_a_provider_that_hangs_fails_the_attempt_at_the_call_timeout() -> None:

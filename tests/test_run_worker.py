@@ -2,6 +2,7 @@
 
 import asyncio
 import signal
+import socket
 import sys
 import uuid
 from datetime import datetime, timedelta
@@ -107,3 +108,28 @@ async def test_worker_finishes_the_activity_in_flight_on_sigterm_and_exits_0(
     assert status == 0, "".join(output.lines)
     assert (await activity_runs(handle))[0] == ("book_car", 1, "completed")
     assert "Worker stopped" in "".join(output.lines)
+
+
+def test_a_second_worker_serving_providers_on_a_taken_port_exits_saying_to_share_them(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker, output = spawn(
+            [sys.executable, "run_worker.py"],
+            {"PROVIDERS_PORT": str(port), "PROVIDERS_DIR": str(tmp_path)},
+        )
+        status = worker.wait(30)
+
+    assert status == 1
+    assert (
+        output.text()
+        .strip()
+        .endswith(
+            f"run_worker: cannot serve the providers on 127.0.0.1:{port}: the port is taken; "
+            "if another process serves them there, set PROVIDERS_URL to share them "
+            "(docs/providers.md)"
+        )
+    )

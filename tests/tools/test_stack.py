@@ -35,6 +35,8 @@ README = (ROOT / "README.md").read_text()
 API_PAGE = (ROOT / "docs" / "api.md").read_text()
 ACCESS = (ROOT / "docs" / "access.md").read_text()
 """The page on API keys: its examples run against `make run` with keys."""
+PROVIDERS_PAGE = (ROOT / "docs" / "providers.md").read_text()
+"""The page on the providers: its examples run against `make run`'s provider service."""
 EXAMPLE = re.compile(r"```bash\n(curl [^`]*?)```\s*\n(?:[^`]*?\n)?```json\n(.*?)```", re.DOTALL)
 BOOKING_ID = re.compile(r"^([a-z-]+-\d{6}|trip-[0-9a-f]{16})$")
 MAKE_KEY = re.compile(r"^(make -s api-key NAME=(\w+) ROLE=\w+)", re.MULTILINE)
@@ -44,6 +46,13 @@ def readme_examples() -> list[tuple[str, str]]:
     """Return each curl command of the README, then of docs/api.md, with the JSON shown after it."""
     examples = EXAMPLE.findall(README) + EXAMPLE.findall(API_PAGE)
     assert len(examples) == 6, "the tutorial's two; /bookings, its status, the list, by status"
+    return examples
+
+
+def provider_examples() -> list[tuple[str, str]]:
+    """Return each curl command of docs/providers.md with the JSON shown after it."""
+    examples = EXAMPLE.findall(PROVIDERS_PAGE)
+    assert len(examples) == 3, "a booking, its undo, the booking again: refused"
     return examples
 
 
@@ -98,14 +107,16 @@ def run_example(
     port: int,
     ids: dict[str, str],
     keys: dict[str, str] | None = None,
+    providers: int = 3001,
 ) -> None:
     """Run a README command until it answers the JSON shown (a status may take a moment).
 
-    `keys`: the variables the command's `$NAME_KEY`s read.
+    `keys`: the variables the command's `$NAME_KEY`s read; `providers`: the providers' port.
     """
     for shown, actual in ids.items():
         command = command.replace(shown, actual)
     command = command.replace("localhost:3000", f"localhost:{port}")
+    command = command.replace("localhost:3001", f"localhost:{providers}")
     deadline = time.monotonic() + 30
     while True:
         run = subprocess.run(
@@ -198,6 +209,8 @@ def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: P
     with make_run(env):
         for command, documented in readme_examples():
             run_example(command, documented, api, ids)
+        for command, documented in provider_examples():
+            run_example(command, documented, api, {}, providers=int(env["PROVIDERS_PORT"]))
     user_ids = list(ids.values())
 
     providers = int(env["PROVIDERS_PORT"])
