@@ -15,7 +15,7 @@ from api.loop import ClientLoop
 from api.settings import ACCESS_VARIABLES, ApiSettings
 from starter import create_app
 from tests.support.calls import CallRecorder
-from tests.support.providers import stop_all
+from tests.support.providers import CLIENTS, stop_all
 from tests.support.workers import EXTRA_NAMESPACE, quick_activities, worker_thread
 from tools.processes import (
     DEPLOYMENT_FLAGS,
@@ -70,6 +70,16 @@ def providers_stop() -> Iterator[None]:
     """Stop, as the session ends, every provider service the tests started in threads."""
     yield
     stop_all()
+
+
+@pytest.fixture(autouse=True)
+async def provider_clients_closed() -> AsyncIterator[None]:
+    """Close, on the test's loop, the provider clients the test made (their sessions live there)."""
+    before = len(CLIENTS)
+    yield
+    for made in CLIENTS[before:]:
+        await made.close()
+    del CLIENTS[before:]
 
 
 @pytest.fixture(scope="session")

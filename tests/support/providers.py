@@ -56,9 +56,15 @@ def served(directory: Path, simulation: Simulation) -> ServedProviders:
     return service
 
 
+CLIENTS: list[ProviderClient] = []
+"""Every client `client` made, for the tests' fixture to close on the loop it ran on."""
+
+
 def client(directory: Path, simulation: Simulation) -> ProviderClient:
     """Return a client of fresh providers over the stores in `directory`."""
-    return ProviderClient(served(directory, simulation).url)
+    made = ProviderClient(served(directory, simulation).url)
+    CLIENTS.append(made)
+    return made
 
 
 def stores_of(providers: ProviderClient) -> Mapping[Leg, ProviderStore]:
