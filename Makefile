@@ -10,7 +10,7 @@ SIM_LATENCY_SECONDS ?= 0.3
 WORKER_METRICS_ADDRESS ?= 127.0.0.1:9464
 
 # Where `make deploy`'s new workers and `make audit` find the providers: make run's service.
-PROVIDERS_URL ?= http://127.0.0.1:3001
+PROVIDERS_URL ?= http://127.0.0.1:$(or $(PROVIDERS_PORT),3001)
 
 # Where `make api-key` keeps the keys' hashes; the API reads it when API_KEYS_FILE is set.
 API_KEYS_FILE ?= api-keys.txt
@@ -47,7 +47,8 @@ pytest: $(VENV)/.dev
 audit: $(VENV)/.runtime
 	PROVIDERS_URL=$(PROVIDERS_URL) $(BIN)/python -m tools.audit
 
-# Hundreds of bookings under faults, worker kills and a server restart, then the audit.
+# Hundreds of bookings under faults, worker and provider kills, provider freezes and a
+# server restart, then the audit.
 chaos: $(VENV)/.runtime
 	$(BIN)/python -m tools.chaos $(CHAOS_ARGS)
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -40,8 +40,11 @@ CALL_TIMEOUT = timedelta(seconds=5)
 (`workflows.STEP_TIMEOUT`), so a provider that hangs fails this attempt with
 a message that says so, and the next attempt starts in good time."""
 
-RETRIED_4XX = frozenset({HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS})
-"""The client errors that say "later", not "no"."""
+RETRIED_4XX = frozenset(
+    {HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.CONFLICT, HTTPStatus.TOO_MANY_REQUESTS}
+)
+"""The client errors that say "later", not "no": 409 is the IETF idempotency-key
+draft's answer while a request under the same key is still in flight."""
 
 T = TypeVar("T")
 
@@ -88,26 +91,44 @@ class ProviderClient:
         """Ask `leg`'s provider to release what `key` holds."""
         return await self._call(leg, "undo", key, {"user_id": user_id}, UNDO_REPORT)
 
+    async def healthy(self) -> bool:
+        """Return whether the providers answer their health check (a worker asks as it starts)."""
+        try:
+            async with self._open().get(f"{self.url}/healthz") as response:
+                return response.status == HTTPStatus.OK
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
     async def close(self) -> None:
         """Close the session's connections (the worker does, as it stops)."""
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    async def _call(
-        self, leg: Leg, action: str, key: str, body: dict[str, str], answer: TypeAdapter[T]
-    ) -> T:
+    def _open(self) -> aiohttp.ClientSession:
+        """Return the session, opening it on the running loop the first time."""
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self.timeout.total_seconds())
             self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    async def _call(
+        self, leg: Leg, action: str, key: str, body: dict[str, str], answer: TypeAdapter[T]
+    ) -> T:
         # The key is sent as the IETF draft's quoted string, percent-encoded inside.
         headers = {"Idempotency-Key": f'"{quote(key, safe="/")}"'}
         url = f"{self.url}/{leg}/{action}"
         try:
-            async with self._session.post(url, json=body, headers=headers) as response:
+            async with self._open().post(url, json=body, headers=headers) as response:
                 if response.status >= 400:
                     raise await _refusal(leg, response)
-                return answer.validate_python(await response.json())
+                said = await response.read()
+            return answer.validate_json(said)
+        except ValidationError as err:  # not JSON, or not the shape asked for
+            errors = err.error_count()
+            raise _unavailable(
+                f"the {leg} provider's answer cannot be read ({errors} errors)"
+            ) from None
         except TimeoutError:
             message = f"the {leg} provider did not answer within {self.timeout.total_seconds():g} s"
             raise _unavailable(message) from None

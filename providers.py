@@ -33,7 +33,7 @@ log = logging.getLogger("providers")
 DEFAULT_PORT = 3001
 
 DRAIN_SECONDS = 10.0
-"""On SIGINT/SIGTERM, how long calls in flight may take to finish (a call times out at 5 s)."""
+"""On SIGINT/SIGTERM, how long calls in flight may take to finish (workers wait 5 s for one)."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,9 @@ async def serve(settings: ProviderSettings) -> AsyncIterator[str]:
         if err.errno != errno.EADDRINUSE:
             raise ConfigError(f"cannot serve the providers on {where}: {err}") from None
         raise ConfigError(
-            f"cannot serve the providers on {where}: the port is taken; if another process "
-            "serves them there, set PROVIDERS_URL to share them (docs/providers.md)"
+            f"cannot serve the providers on {where}: the port is taken. For several workers, "
+            "run `python providers.py` on its own and give each worker PROVIDERS_URL "
+            "(docs/providers.md)"
         ) from None
     try:
         yield url_of(runner)
@@ -101,9 +102,10 @@ async def serve(settings: ProviderSettings) -> AsyncIterator[str]:
 
 
 def url_of(runner: web.AppRunner) -> str:
-    """Return the URL a runner's first site listens on."""
+    """Return the URL this machine reaches a runner's first site at (loopback for a wildcard)."""
     host, port = runner.addresses[0][:2]
-    return f"http://{host}:{port}"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 async def main() -> None:

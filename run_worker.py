@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -61,6 +62,8 @@ class WorkerSettings:
     metrics_address: str = ""
     """host:port of the Prometheus endpoint; empty: none."""
     version: VersionSettings = field(default_factory=VersionSettings)
+    ignored: tuple[str, ...] = ()
+    """SIM_* variables set beside PROVIDERS_URL: the providers read them, not this worker."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "WorkerSettings":
@@ -70,10 +73,17 @@ class WorkerSettings:
         PROVIDERS_DIR, SIM_*), to serve them.
         """
         url = env.get("PROVIDERS_URL", "")
+        parts = urlsplit(url)
+        if url and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ConfigError(
+                f"PROVIDERS_URL must be an http(s) URL, as http://providers.internal:3001, "
+                f"not {url!r}"
+            )
         return cls(
             task_queue=env.get("TEMPORAL_TASK_QUEUE", cls.task_queue),
             providers_url=url,
             providers=ProviderSettings() if url else ProviderSettings.from_env(env),
+            ignored=tuple(sorted(name for name in env if url and name.startswith("SIM_"))),
             metrics_address=env.get("WORKER_METRICS_ADDRESS", cls.metrics_address),
             version=VersionSettings.from_env(env),
         )
@@ -124,8 +134,14 @@ async def open_activities(settings: WorkerSettings) -> AsyncIterator[BookingActi
             log.info("Serving the providers in this process at %s (PROVIDERS_URL is unset)", url)
         else:
             log.info("Calling the providers at %s", url)
+        if settings.ignored:
+            names = ", ".join(settings.ignored)
+            log.warning("Not read here: %s (the providers at PROVIDERS_URL read them)", names)
         providers = ProviderClient(url)
         stack.push_async_callback(providers.close)
+        if not await providers.healthy():
+            # Not fatal: each booking's calls are retried until the providers answer.
+            log.warning("The providers at %s do not answer yet; their calls will be retried", url)
         yield BookingActivities(providers)
 
 

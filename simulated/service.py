@@ -8,8 +8,10 @@
 `<leg>` is `car`, `hotel` or `flight`. The `Idempotency-Key` header is a quoted
 string (draft-ietf-httpapi-idempotency-key-header), percent-encoded inside
 the quotes; every attempt of one booking's step and of its undo sends the
-same key. Errors are RFC 9457 problem details: 4xx is a refusal that asking
-again cannot change, 503 (with Retry-After) an outage worth retrying.
+same key. Errors are RFC 9457 problem details: a refusal is 422 (the
+draft's answer to a key reused for another item too), 503 (with
+Retry-After) an outage worth retrying; 409 is left to the draft's meaning,
+a request under the same key still in flight, which this store never has.
 """
 
 import asyncio
@@ -21,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from http import HTTPStatus
 from typing import Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,8 +41,10 @@ MAX_BODY = 16 * 1024
 """Largest request body accepted; a booking's is under 1 KiB."""
 RETRY_AFTER = "1"
 """Seconds a caller should wait after a 503."""
-IDEMPOTENCY_KEY = re.compile(r'"([\x21\x23-\x5b\x5d-\x7e]{1,512})"')
+IDEMPOTENCY_KEY = re.compile(r'"([\x21\x23-\x5b\x5d-\x7e]+)"')
 """A quoted string of visible ASCII without quotes or backslashes (the key is percent-encoded)."""
+MAX_KEY = 4096
+"""Longest key, percent-encoded: a booking id of 100 characters of any script fits."""
 REMEMBERED_ASKS = 100_000
 """Booking keys the hotel remembers having been asked for (its first-ask outage)."""
 
@@ -105,13 +109,11 @@ async def book(request: web.Request) -> web.Response:
         raise Refused(HTTPStatus.SERVICE_UNAVAILABLE, "Hotel service is down")
     if chance(odds, simulation.of(leg).reject_rate):
         detail = f"the {leg} provider refused {body.item_id!r} (simulated)"
-        raise Refused(HTTPStatus.CONFLICT, detail)
+        raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, detail)
     store = request.app[STORES][leg]
     try:
         reservation = await asyncio.to_thread(store.reserve, key, body.user_id, body.item_id)
-    except BookingRejectedError as err:
-        raise Refused(HTTPStatus.CONFLICT, str(err)) from None
-    except KeyReusedError as err:
+    except (BookingRejectedError, KeyReusedError) as err:
         raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, str(err)) from None
     return await answer(request, leg, asdict(reservation))
 
@@ -154,12 +156,27 @@ def leg_of(request: web.Request) -> Leg:
 
 
 def key_of(request: web.Request) -> str:
-    """Return the request's idempotency key, decoded; refuse a request without one."""
+    """Return the request's idempotency key, decoded; refuse a request without one.
+
+    The key must be percent-encoded as `urllib.parse.quote(key, safe="/")`
+    writes it, so that one key has one spelling: `%2F` and `/`, or an
+    undecodable byte and its replacement, never name the same reservation.
+    """
     match = IDEMPOTENCY_KEY.fullmatch(request.headers.get("Idempotency-Key", ""))
     if match is None:
         detail = 'an Idempotency-Key header is required: a quoted string, as "jane-123456/car"'
         raise Refused(HTTPStatus.BAD_REQUEST, detail)
-    return unquote(match[1])
+    encoded = match[1]
+    if len(encoded) > MAX_KEY:
+        raise Refused(HTTPStatus.BAD_REQUEST, f"the Idempotency-Key is over {MAX_KEY} characters")
+    try:
+        key = unquote(encoded, errors="strict")
+    except UnicodeDecodeError:
+        key = ""
+    if quote(key, safe="/") != encoded:
+        detail = "the Idempotency-Key must be percent-encoded UTF-8, as quote(key, safe='/')"
+        raise Refused(HTTPStatus.BAD_REQUEST, detail)
+    return key
 
 
 async def parsed(request: web.Request, model: type[M]) -> M:
@@ -187,10 +204,10 @@ async def answer(request: web.Request, leg: Leg, body: dict[str, Any]) -> web.Re
     delay = simulation.latency_seconds + simulation.of(leg).latency_seconds
     if delay:
         await asyncio.sleep(delay)
-    if chance(request.app[ODDS], simulation.of(leg).lost_reply_rate):
-        # The work is done and committed; the caller never hears of it.
-        assert request.transport is not None
-        request.transport.close()
+    # The work is done and committed; the caller never hears of it (if still there).
+    lost = chance(request.app[ODDS], simulation.of(leg).lost_reply_rate)
+    if lost and (transport := request.transport) is not None:
+        transport.close()
     return web.json_response(body)
 
 
@@ -223,7 +240,10 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     except web.HTTPException as err:
         if err.status < 400:
             raise
-        return problem(request, HTTPStatus(err.status), err.reason)
+        refused = problem(request, HTTPStatus(err.status), err.reason)
+        if "Allow" in err.headers:  # a 405 says which methods the route takes
+            refused.headers["Allow"] = err.headers["Allow"]
+        return refused
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return problem(request, HTTPStatus.INTERNAL_SERVER_ERROR, "the provider failed")

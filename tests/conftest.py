@@ -1,5 +1,6 @@
 """One real Temporal dev server per test session (or an existing one), and the API on it."""
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,7 +16,7 @@ from api.loop import ClientLoop
 from api.settings import ACCESS_VARIABLES, ApiSettings
 from starter import create_app
 from tests.support.calls import CallRecorder
-from tests.support.providers import CLIENTS, stop_all
+from tests.support.providers import CLIENTS, RUNNING, stop_all
 from tests.support.workers import EXTRA_NAMESPACE, quick_activities, worker_thread
 from tools.processes import (
     DEPLOYMENT_FLAGS,
@@ -73,13 +74,19 @@ def providers_stop() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-async def provider_clients_closed() -> AsyncIterator[None]:
-    """Close, on the test's loop, the provider clients the test made (their sessions live there)."""
-    before = len(CLIENTS)
+async def providers_closed() -> AsyncIterator[None]:
+    """Close, on the test's loop, the provider clients the test made, then stop its providers.
+
+    A module's fixtures keep theirs (made before the test): closed by their worker thread,
+    stopped as the session ends.
+    """
+    clients, services = len(CLIENTS), set(RUNNING)
     yield
-    for made in CLIENTS[before:]:
+    for made in CLIENTS[clients:]:
         await made.close()
-    del CLIENTS[before:]
+    del CLIENTS[clients:]
+    for url in set(RUNNING) - services:
+        await asyncio.to_thread(RUNNING.pop(url).stop)
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,9 @@ async def test_an_answer_lost_after_the_commit_is_retried_and_gets_the_same_rese
 
 
 async def test_a_booking_id_beyond_ascii_keeps_its_key(activities: BookingActivities) -> None:
-    booking = dataclasses.replace(trip(), book_user_id="josé-núñez-184942")
+    longest_name = "José 日本" + "語" * 93  # the API's longest name, of 100 characters
+    user_id = longest_name.lower().replace(" ", "-") + "-184942"
+    booking = dataclasses.replace(trip(), book_user_id=user_id)
 
     await attempt(1, booking.book_user_id).run(activities.book_car, booking)
 
@@ -135,7 +137,7 @@ async def served(provider: FakeProvider) -> tuple[web.AppRunner, str]:
 ANSWERS = [
     pytest.param(HTTPStatus.BAD_REQUEST, REJECTED, True, id="400-refused"),
     pytest.param(HTTPStatus.NOT_FOUND, REJECTED, True, id="404-refused"),
-    pytest.param(HTTPStatus.CONFLICT, REJECTED, True, id="409-refused"),
+    pytest.param(HTTPStatus.CONFLICT, UNAVAILABLE, False, id="409-in-flight-later"),
     pytest.param(HTTPStatus.UNPROCESSABLE_ENTITY, REJECTED, True, id="422-refused"),
     pytest.param(HTTPStatus.REQUEST_TIMEOUT, UNAVAILABLE, False, id="408-later"),
     pytest.param(HTTPStatus.TOO_MANY_REQUESTS, UNAVAILABLE, False, id="429-later"),
@@ -161,6 +163,20 @@ async def test_a_providers_answer_decides_whether_the_attempt_is_retried(
 
     assert (failed.value.type, failed.value.non_retryable) == (kind, final)
     assert failed.value.message == f"said {status}"
+
+
+async def test_an_answer_that_cannot_be_read_is_retried() -> None:
+    runner, url = await served(FakeProvider(HTTPStatus.OK, page="<h1>Booked!</h1>"))
+    providers = ProviderClient(url)
+    try:
+        with pytest.raises(ApplicationError) as failed:
+            await attempt(1).run(BookingActivities(providers).book_car, trip())
+    finally:
+        await providers.close()
+        await runner.cleanup()
+
+    assert (failed.value.type, failed.value.non_retryable) == (UNAVAILABLE, False)
+    assert failed.value.message == "the car provider's answer cannot be read"
 
 
 async def test_an_answer_that_is_no_problem_says_the_status() -> None:

@@ -19,6 +19,7 @@ from tools.processes import ROOT, answers, port_in_use, server_serving, temporal
 
 TUTORIAL_PORTS = {
     3000: "the API",
+    3001: "the providers, served by the worker",
     7233: "Temporal",
     8233: "the Web UI",
 }

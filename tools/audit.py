@@ -112,7 +112,10 @@ async def read_rows(url: str, key: str = "") -> Rows:
                 if response.status != HTTPStatus.OK:
                     said = await response.text()
                     raise AuditError(f"the {leg} provider answered {response.status}: {said}")
-                rows[leg] = ROWS.validate_python((await response.json())["reservations"])
+                try:
+                    rows[leg] = ROWS.validate_python((await response.json())["reservations"])
+                except (ValueError, KeyError, TypeError) as err:  # not the providers' JSON
+                    raise AuditError(f"the {leg} provider's reservations cannot be read") from err
     return rows
 
 

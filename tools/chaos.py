@@ -161,14 +161,19 @@ async def run_chaos(
             await asyncio.to_thread(providers.start)
         elif kind == "provider freezes":
             providers.freeze()
-            await asyncio.sleep(FREEZE_SECONDS)
-            providers.thaw()
+            try:
+                await asyncio.sleep(FREEZE_SECONDS)
+            finally:  # a frozen process takes no SIGTERM: never leave it so
+                providers.thaw()
         elif server is not None:
             await asyncio.to_thread(server.stop)
             await asyncio.sleep(1)
             await asyncio.to_thread(server.start)
+        else:
+            return  # no server of its own to restart: not counted
+        crashes[kind] += 1
 
-    # Crashes fall evenly through the stream of bookings, one kind after another.
+    # Crashes fall evenly through the stream of bookings, their kinds in a random order.
     planned = [plan.worker_kills, plan.provider_kills, plan.provider_freezes, plan.server_restarts]
     order = [kind for kind, n in zip(CRASHES, planned, strict=True) for _ in range(n)]
     rng.shuffle(order)
@@ -182,7 +187,6 @@ async def run_chaos(
             await asyncio.sleep(0.05)
             if (kind := crash_at.get(n)) is not None:
                 await crash(kind)
-                crashes[kind] += 1
         await asyncio.wait(bookings.values(), timeout=180)
         outcomes, unfinished = ended(bookings)
         read = over_http(providers.url)

@@ -75,7 +75,7 @@ async def test_an_undo_releases_once_and_a_late_booking_is_refused(providers: Pr
     late = await providers.call("POST", "/car/book", headers=KEY, data=BOOKING)
 
     assert (nothing[0], nothing[2]) == (200, {"leg": "car", "released": False})
-    assert (late[0], late[2]["detail"]) == (409, "this booking's car was already undone")
+    assert (late[0], late[2]["detail"]) == (422, "this booking's car was already undone")
     assert providers.stores[Leg.CAR].held() == {}
 
 
@@ -115,6 +115,21 @@ BAD_INPUT = [
         400,
         "price: Extra inputs are not permitted",
         id="extra-field",
+    ),
+    pytest.param(
+        "POST", "/car/book", {"Idempotency-Key": '"%FF/car"'}, BOOKING, 400, "UTF-8", id="not-utf8"
+    ),
+    pytest.param(
+        "POST", "/car/book", {"Idempotency-Key": '"a%2Fb/car"'}, BOOKING, 400, "quote", id="alias"
+    ),
+    pytest.param(
+        "POST",
+        "/car/book",
+        {"Idempotency-Key": '"' + "k" * 4097 + '"'},
+        BOOKING,
+        400,
+        "over 4096 characters",
+        id="long-key",
     ),
     pytest.param("POST", "/car/book", KEY, b"{not json", 400, "Invalid JSON", id="not-json"),
     pytest.param("POST", "/car/book", KEY, [BOOKING], 400, "body", id="json-array"),
@@ -159,6 +174,8 @@ async def test_bad_input_gets_a_4xx_problem_and_changes_nothing(
 
     assert code == status
     assert answered["Content-Type"] == "application/problem+json"
+    if status == 405:
+        assert answered["Allow"] == "POST"
     assert body["status"] == status
     assert says in body["detail"]
     assert providers.rows() == []

@@ -14,11 +14,14 @@ off (a saga of a few tens of ms):
 - the floor again on the reference worker, the workflow sandbox off
   (`tools/reference_worker.py`): the limit the product's worker is held to;
 - the floor again on a worker without a deployment version
-  (`tools/unversioned_worker.py`): what versioning costs.
+  (`tools/unversioned_worker.py`): what versioning costs;
+- the floor again on a worker calling the providers' stores in its own
+  process (`tools/hopless_worker.py`): what the HTTP hop costs; and on one
+  calling a provider service of its own process (`make run`'s picture).
 
 Each runs one at a time and at `--concurrency`. Then what `make run` runs,
 the demo saga (0.3 s per provider call and the hotel down on its first
-attempt: about 2 s), at `--demo-concurrency` on a stack of its own: its
+attempt: about 2 s; the providers a service), at `--demo-concurrency` on a stack of its own: its
 floor and POST /book. All after a warm-up.
 
 It prints a table (throughput, p50/p95/p99, CPU seconds per booking of the

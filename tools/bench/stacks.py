@@ -102,9 +102,11 @@ class Stack:
             try:
                 self.worker.stop()
             finally:
-                if self.providers is not None:
-                    self.providers.stop()
-                self.server.stop()
+                try:
+                    if self.providers is not None:
+                        self.providers.stop()
+                finally:
+                    self.server.stop()
 
 
 STACKS: dict[str, dict[str, Any]] = {
@@ -115,6 +117,7 @@ STACKS: dict[str, dict[str, Any]] = {
     "unversioned": {"api": False, "worker": UNVERSIONED_WORKER},
     "hopless": {"api": False, "worker": HOPLESS_WORKER},
     "service": {"api": False, "service": True},
-    "demo": {"api": True, "simulation": DEMO_SIMULATION},
+    # make run's: the providers a service of their own, the demo's latency and outage.
+    "demo": {"api": True, "simulation": DEMO_SIMULATION, "service": True},
 }
 """Each stack's options (Stack's and DevServer's): `make run`'s server unless told."""
