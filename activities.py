@@ -124,11 +124,8 @@ class ProviderClient:
                     raise await _refusal(leg, response)
                 said = await response.read()
             return answer.validate_json(said)
-        except ValidationError as err:  # not JSON, or not the shape asked for
-            errors = err.error_count()
-            raise _unavailable(
-                f"the {leg} provider's answer cannot be read ({errors} errors)"
-            ) from None
+        except ValidationError:  # not JSON, or not the shape asked for: retried, and said
+            raise _unavailable(f"the {leg} provider's answer cannot be read") from None
         except TimeoutError:
             message = f"the {leg} provider did not answer within {self.timeout.total_seconds():g} s"
             raise _unavailable(message) from None

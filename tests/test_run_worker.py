@@ -124,12 +124,9 @@ def test_a_second_worker_serving_providers_on_a_taken_port_exits_saying_to_share
         status = worker.wait(30)
 
     assert status == 1
-    assert (
-        output.text()
-        .strip()
-        .endswith(
-            f"run_worker: cannot serve the providers on 127.0.0.1:{port}: the port is taken; "
-            "if another process serves them there, set PROVIDERS_URL to share them "
-            "(docs/providers.md)"
-        )
+    said = output.text().strip()
+    assert said.endswith(
+        f"run_worker: cannot serve the providers on 127.0.0.1:{port}: the port is taken. "
+        "For several workers, run `python providers.py` on its own and give each worker "
+        "PROVIDERS_URL (docs/providers.md)"
     )
