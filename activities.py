@@ -6,8 +6,9 @@ so does an answer lost on the network. So every call carries an
 `Idempotency-Key` made of the booking's workflow id and the leg (never the
 attempt), and the providers hold one reservation per key however often they
 are asked, whichever worker asks. What a provider answers decides the retry:
-a refusal (4xx) is raised non-retryable, and the saga undoes; an outage (5xx),
-a timeout or no answer at all is raised retryable, and Temporal tries again
+a refusal (a 4xx but 408, 409, 429) is raised non-retryable, and the saga
+undoes; an outage (5xx), a "later" (408, 409, 429), a timeout, no answer at
+all or one that cannot be read is raised retryable, and Temporal tries again
 with the workflow's retry policy.
 """
 
@@ -26,10 +27,11 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from shared import BookVacationInput, Leg, Reservation, UndoReport, log_line
 
 REJECTED = "BookingRejected"
-"""Error type of a refusal (a 4xx answer): retrying cannot change the answer."""
+"""Error type of a refusal (a 4xx but 408, 409, 429): retrying cannot change the answer."""
 
 UNAVAILABLE = "ProviderUnavailable"
-"""Error type of a transient failure (5xx, a timeout, no answer): a retry may succeed."""
+"""Error type of a transient failure (5xx, 408, 409, 429, a timeout, no or an unreadable
+answer): a retry may succeed."""
 
 BENIGN = ApplicationErrorCategory.BENIGN
 """Both failures are expected business events: the SDK logs them at DEBUG,

@@ -73,12 +73,8 @@ class WorkerSettings:
         PROVIDERS_DIR, SIM_*), to serve them.
         """
         url = env.get("PROVIDERS_URL", "")
-        parts = urlsplit(url)
-        if url and (parts.scheme not in ("http", "https") or not parts.hostname):
-            raise ConfigError(
-                f"PROVIDERS_URL must be an http(s) URL, as http://providers.internal:3001, "
-                f"not {url!r}"
-            )
+        if url:
+            check_providers_url(url)
         return cls(
             task_queue=env.get("TEMPORAL_TASK_QUEUE", cls.task_queue),
             providers_url=url,
@@ -86,6 +82,20 @@ class WorkerSettings:
             ignored=tuple(sorted(name for name in env if url and name.startswith("SIM_"))),
             metrics_address=env.get("WORKER_METRICS_ADDRESS", cls.metrics_address),
             version=VersionSettings.from_env(env),
+        )
+
+
+def check_providers_url(url: str) -> None:
+    """Refuse a PROVIDERS_URL that every call would fail on: ConfigError, naming it."""
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port != 0
+    except ValueError:  # not a number, or past 65535
+        port_ok = False
+    usable = parts.scheme in ("http", "https") and parts.hostname and port_ok
+    if not usable or parts.query or parts.fragment:
+        raise ConfigError(
+            f"PROVIDERS_URL must be an http(s) URL, as http://providers.internal:3001, not {url!r}"
         )
 
 

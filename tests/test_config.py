@@ -110,7 +110,17 @@ def test_a_worker_given_the_providers_url_serves_none_of_its_own() -> None:
     assert settings.ignored == ("SIM_CAR_REJECT_RATE",)  # said at start, as not read
 
 
-@pytest.mark.parametrize("url", ["providers.internal:3001", "ftp://providers", "http://"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "providers.internal:3001",
+        "ftp://providers",
+        "http://",
+        "http://providers:abc",
+        "http://providers:99999",
+        "http://providers:3001?x=1",
+    ],
+)
 def test_a_providers_url_that_is_no_http_url_is_refused(url: str) -> None:
     with pytest.raises(ConfigError, match="PROVIDERS_URL must be an http"):
         WorkerSettings.from_env({"PROVIDERS_URL": url})

@@ -113,7 +113,8 @@ async def read_rows(url: str, key: str = "") -> Rows:
                     said = await response.text()
                     raise AuditError(f"the {leg} provider answered {response.status}: {said}")
                 try:
-                    rows[leg] = ROWS.validate_python((await response.json())["reservations"])
+                    said = await response.json(content_type=None)
+                    rows[leg] = ROWS.validate_python(said["reservations"])
                 except (ValueError, KeyError, TypeError) as err:  # not the providers' JSON
                     raise AuditError(f"the {leg} provider's reservations cannot be read") from err
     return rows

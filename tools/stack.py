@@ -97,7 +97,11 @@ class Stack:
         relay = partial(labelled, name)
         if name == "worker":
             relay = partial(self.watch_worker, relay)
-        self.children[name] = Child(command, cwd=ROOT, env=self.env, output=relay)
+        # SIM_* is the providers' to read; the worker, calling them, would only say it ignores it.
+        inherit = {
+            k: v for k, v in os.environ.items() if name != "worker" or not k.startswith("SIM_")
+        }
+        self.children[name] = Child(command, cwd=ROOT, env=self.env, inherit=inherit, output=relay)
 
     def watch_worker(self, relay: Callable[[str], None], line: str) -> None:
         """Relay a worker's line, noting whether it says its version has drained."""

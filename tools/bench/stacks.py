@@ -62,8 +62,9 @@ class Stack:
             self.providers = ProviderProcess(stores)
             self.providers.start()
             reach = {"PROVIDERS_URL": self.providers.url}
+        own = {} if service else stores  # with a service, SIM_* is the providers' alone
         self.worker = WorkerProcess(
-            {**stores, **reach, "TEMPORAL_ADDRESS": self.server.address}, worker
+            {**own, **reach, "TEMPORAL_ADDRESS": self.server.address}, worker
         )
         self.worker.start()
         self.api: Child | None = None
