@@ -12,7 +12,8 @@ from aiohttp import web
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import REJECTED, UNAVAILABLE, BookingActivities, ProviderClient
+from activities import CALL_TIMEOUT, REJECTED, UNAVAILABLE, BookingActivities, ProviderClient
+from providers import url_of
 from shared import Leg, Reservation, UndoReport
 from simulated.faults import ProviderFaults, Simulation
 from tests.support.providers import client as providers_client
@@ -128,10 +129,23 @@ async def served(provider: FakeProvider) -> tuple[web.AppRunner, str]:
     app.router.add_post("/{leg}/{action}", provider.handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, url_of(runner)
+
+
+async def car_booking_fails(
+    provider: FakeProvider, call_timeout: timedelta = CALL_TIMEOUT
+) -> ApplicationError:
+    """Return the error a first attempt of book_car raises, against `provider`."""
+    runner, url = await served(provider)
+    providers = ProviderClient(url, call_timeout)
+    try:
+        with pytest.raises(ApplicationError) as failed:
+            await attempt(1).run(BookingActivities(providers).book_car, trip())
+    finally:
+        await providers.close()
+        await runner.cleanup()
+    return failed.value
 
 
 ANSWERS = [
@@ -151,61 +165,33 @@ ANSWERS = [
 async def test_a_providers_answer_decides_whether_the_attempt_is_retried(
     status: int, kind: str, final: bool
 ) -> None:
-    provider = FakeProvider(status)
-    runner, url = await served(provider)
-    providers = ProviderClient(url)
-    try:
-        with pytest.raises(ApplicationError) as failed:
-            await attempt(1).run(BookingActivities(providers).book_car, trip())
-    finally:
-        await providers.close()
-        await runner.cleanup()
+    failed = await car_booking_fails(FakeProvider(status))
 
-    assert (failed.value.type, failed.value.non_retryable) == (kind, final)
-    assert failed.value.message == f"said {status}"
+    assert (failed.type, failed.non_retryable) == (kind, final)
+    assert failed.message == f"said {status}"
 
 
 async def test_an_answer_that_cannot_be_read_is_retried() -> None:
-    runner, url = await served(FakeProvider(HTTPStatus.OK, page="<h1>Booked!</h1>"))
-    providers = ProviderClient(url)
-    try:
-        with pytest.raises(ApplicationError) as failed:
-            await attempt(1).run(BookingActivities(providers).book_car, trip())
-    finally:
-        await providers.close()
-        await runner.cleanup()
+    failed = await car_booking_fails(FakeProvider(HTTPStatus.OK, page="<h1>Booked!</h1>"))
 
-    assert (failed.value.type, failed.value.non_retryable) == (UNAVAILABLE, False)
-    assert failed.value.message == "the car provider's answer cannot be read"
+    assert (failed.type, failed.non_retryable) == (UNAVAILABLE, False)
+    assert failed.message == "the car provider's answer cannot be read"
 
 
 async def test_an_answer_that_is_no_problem_says_the_status() -> None:
-    runner, url = await served(FakeProvider(HTTPStatus.BAD_GATEWAY, page="<h1>Bad Gateway</h1>"))
-    providers = ProviderClient(url)
-    try:
-        with pytest.raises(ApplicationError) as failed:
-            await attempt(1).run(BookingActivities(providers).book_car, trip())
-    finally:
-        await providers.close()
-        await runner.cleanup()
+    gateway = FakeProvider(HTTPStatus.BAD_GATEWAY, page="<h1>Bad Gateway</h1>")
+    failed = await car_booking_fails(gateway)
 
-    assert (failed.value.type, failed.value.non_retryable) == (UNAVAILABLE, False)
-    assert failed.value.message == "the car provider answered 502 Bad Gateway"
+    assert (failed.type, failed.non_retryable) == (UNAVAILABLE, False)
+    assert failed.message == "the car provider answered 502 Bad Gateway"
 
 
 async def test_a_provider_that_hangs_fails_the_attempt_at_the_call_timeout() -> None:
-    provider = FakeProvider(HTTPStatus.OK, delay=5)
-    runner, url = await served(provider)
-    providers = ProviderClient(url, timeout=timedelta(seconds=0.2))
-    try:
-        with pytest.raises(ApplicationError) as failed:
-            await attempt(1).run(BookingActivities(providers).book_car, trip())
-    finally:
-        await providers.close()
-        await runner.cleanup()
+    hanging = FakeProvider(HTTPStatus.OK, delay=5)
+    failed = await car_booking_fails(hanging, call_timeout=timedelta(seconds=0.2))
 
-    assert (failed.value.type, failed.value.non_retryable) == (UNAVAILABLE, False)
-    assert failed.value.message == "the car provider did not answer within 0.2 s"
+    assert (failed.type, failed.non_retryable) == (UNAVAILABLE, False)
+    assert failed.message == "the car provider did not answer within 0.2 s"
 
 
 async def test_a_provider_that_is_not_there_is_retried() -> None:

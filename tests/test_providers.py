@@ -17,9 +17,9 @@ import pytest
 from temporalio.client import Client
 
 from activities import BookingActivities, ProviderClient
-from shared import Compensation, Leg, LegStatus, Outcome, UndoOutcome
+from shared import BookingState, Compensation, Leg, LegStatus, Outcome, UndoOutcome
 from simulated.store import ProviderStore
-from tests.support.histories import activity_runs
+from tests.support.histories import ActivityRun, activity_runs
 from tests.support.processes import wait_for_condition
 from tests.support.trips import trip
 from tests.support.workers import running_worker, until
@@ -58,6 +58,21 @@ def car_store(tmp_path: Path) -> ProviderStore:
 async def audit_clean(client: Client, url: str, task_queue: str) -> None:
     report = await run_audit(client, over_http(url), task_queue)
     assert report.clean, report.summary()
+
+
+async def booked_through(client: Client, url: str) -> tuple[BookingState, list[ActivityRun]]:
+    """Run one booking to its end, its worker calling the providers at `url`; audit it.
+
+    Returns its result and its activities in history order.
+    """
+    activities = BookingActivities(ProviderClient(url))
+    async with running_worker(client, activities) as task_queue:
+        booking = trip()
+        state = await client.execute_workflow(
+            BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
+        )
+        await audit_clean(client, url, task_queue)
+    return state, await activity_runs(client.get_workflow_handle(booking.book_user_id))
 
 
 @pytest.mark.timeout(90)
@@ -121,16 +136,9 @@ async def test_an_answer_lost_after_the_commit_is_retried_and_gets_the_same_rese
 ) -> None:
     # With this seed the car's first answer is lost and its second arrives.
     lossy = await asyncio.to_thread(start_providers, SIM_CAR_LOST_REPLY_RATE="0.5", SIM_SEED="1")
-    activities = BookingActivities(ProviderClient(lossy.url))
-    async with running_worker(client, activities) as task_queue:
-        booking = trip()
-        state = await client.execute_workflow(
-            BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
-        )
-        handle = client.get_workflow_handle(booking.book_user_id)
-        await audit_clean(client, lossy.url, task_queue)
+    state, runs = await booked_through(client, lossy.url)
 
-    car = (await activity_runs(handle))[0]
+    car = runs[0]
     assert (car.name, car.attempt, car.outcome) == ("book_car", 2, "completed")
     [row] = car_store(tmp_path).rows()
     assert state.leg(Leg.CAR).reservation_id == row.reservation_id == "car-1"
@@ -141,16 +149,9 @@ async def test_a_refusal_is_not_retried_and_the_saga_undoes(
     client: Client, start_providers: StartProviders, tmp_path: Path
 ) -> None:
     refusing = await asyncio.to_thread(start_providers, SIM_HOTEL_REJECT_RATE="1")
-    activities = BookingActivities(ProviderClient(refusing.url))
-    async with running_worker(client, activities) as task_queue:
-        booking = trip()
-        state = await client.execute_workflow(
-            BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
-        )
-        handle = client.get_workflow_handle(booking.book_user_id)
-        await audit_clean(client, refusing.url, task_queue)
+    state, runs = await booked_through(client, refusing.url)
 
-    hotel = (await activity_runs(handle))[1]
+    hotel = runs[1]
     assert (hotel.name, hotel.attempt, hotel.outcome) == ("book_hotel", 1, "failed")
     assert state.leg(Leg.HOTEL).status is LegStatus.FAILED
     assert state.reason == "the hotel provider refused 'valid-hotel-id' (simulated)"

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from api.access import key_line, new_key, parse_keys
 from api.contract import Role
+from providers import url_of
 from shared import Leg
 from simulated.faults import Simulation
 from simulated.service import MAX_BODY, create_app
@@ -47,9 +48,8 @@ async def serving(tmp_path: Path, keys_text: str | None = None) -> AsyncIterator
     runner = web.AppRunner(create_app(Simulation(hotel_outage=False), stores, keys))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
     async with aiohttp.ClientSession() as session:
-        yield Providers(f"http://{host}:{port}", stores, session)
+        yield Providers(url_of(runner), stores, session)
     await runner.cleanup()
 
 
