@@ -23,6 +23,7 @@ The project's words, one name per thing:
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -51,15 +52,22 @@ DEFAULT_DEADLINE_SECONDS = 300
 
 MAX_DEADLINE_SECONDS = 3600
 
+DEFAULT_REMINDER_SECONDS = 3600
+"""How often a booking that waits for a person says so again (an ERROR line and a metric)."""
+
+MAX_NOTE_LENGTH = 500
+"""The longest note a person may leave when resolving a leg by hand."""
+
 
 @dataclass(frozen=True)
 class BookVacationInput:
     """What a trip booking asks for.
 
     `attempts` caps each booking step's tries and `undo_attempts` each undo's,
-    after which the leg is marked as needing attention. `parallel_undo` runs
-    the undos at once instead of in reverse order. A trip not fully booked
-    within `deadline_seconds` of its start is undone.
+    after which the leg needs attention: the booking waits for a person,
+    reminding every `reminder_seconds`. `parallel_undo` runs the undos at
+    once instead of in reverse order. A trip not fully booked within
+    `deadline_seconds` of its start is undone.
     """
 
     attempts: int
@@ -70,6 +78,7 @@ class BookVacationInput:
     undo_attempts: int = 10
     parallel_undo: bool = False
     deadline_seconds: int = DEFAULT_DEADLINE_SECONDS
+    reminder_seconds: int = DEFAULT_REMINDER_SECONDS
 
 
 class Leg(StrEnum):
@@ -94,6 +103,9 @@ class UndoOutcome(StrEnum):
     RELEASED = "released"
     NOTHING_TO_UNDO = "nothing to undo"
     NEEDS_ATTENTION = "needs attention"
+    """The undo kept failing, or was refused: the leg may still be held; a person decides."""
+    RESOLVED = "resolved by hand"
+    """A person released it by other means, and said so (`Resolution`)."""
 
 
 class Outcome(StrEnum):
@@ -103,6 +115,8 @@ class Outcome(StrEnum):
     COMPENSATING = "compensating"
     CONFIRMED = "confirmed"
     CANCELLED = "cancelled"
+    NEEDS_ATTENTION = "needs attention"
+    """Undone but for a leg whose undo kept failing: it waits for a person's decision."""
 
 
 @dataclass(frozen=True)
@@ -135,11 +149,38 @@ class LegState:
 
 @dataclass(frozen=True)
 class Compensation:
-    """One undo that ran, in the order the undos ran."""
+    """One leg's undo, in the order the undos ran, and what a person decided about it."""
 
     leg: Leg
     outcome: UndoOutcome
     error: str | None = None
+    """Why the undo failed: while it needs attention, and once resolved by hand."""
+    since: datetime | None = None
+    """When the leg first needed attention (None: it never did)."""
+    retries: int = 0
+    """How many times a person ran the undo again (`retry_undo`)."""
+    decided_by: str | None = None
+    """Who ended its wait: by a retry that worked, or by resolving it."""
+    note: str | None = None
+    """Why it was resolved by hand, in the words of who did."""
+
+
+@dataclass(frozen=True)
+class RetryUndo:
+    """A person's decision: run a leg's undo again, with a fresh set of attempts."""
+
+    leg: Leg
+    by: str
+    """Who decided: an operator's name."""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A person's decision: the leg was released by other means, as `note` says."""
+
+    leg: Leg
+    note: str
+    by: str
 
 
 @dataclass
@@ -161,6 +202,15 @@ class BookingState:
     def leg(self, leg: Leg) -> LegState:
         """Return the state of one leg."""
         return next(state for state in self.legs if state.leg == leg)
+
+    def undo_of(self, leg: Leg) -> Compensation | None:
+        """Return one leg's compensation, if its undo has run."""
+        return next((c for c in self.compensations if c.leg == leg), None)
+
+    @property
+    def awaiting(self) -> list[Compensation]:
+        """The compensations that wait for a person's decision."""
+        return [c for c in self.compensations if c.outcome is UndoOutcome.NEEDS_ATTENTION]
 
 
 def log_line(event: str, user_id: str, leg: Leg | None = None, **fields: object) -> str:

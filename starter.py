@@ -21,6 +21,7 @@ from api import errors, routes
 from api.access import access_summary, current_caller, guard
 from api.breaker import Breaker
 from api.contract import ACCEPTED, BOOKING_PROBLEMS, CLIENTS, IDEMPOTENCY_KEY, TRIP, operation
+from api.deciding import Deciding
 from api.following import Following
 from api.inputs import MAX_BODY_BYTES, idempotency_key, read_booking
 from api.loop import ClientLoop, ClientLoopFlask
@@ -72,6 +73,7 @@ def create_app(
     app.extensions["following"] = Following(
         temporal_client, settings.task_queue, breaker, settings.deployment_name
     )
+    app.extensions["deciding"] = Deciding(temporal_client, settings.task_queue, breaker)
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(errors.blueprint)
     count_requests(app)  # at /metrics, summed over every process of the server

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities import BookingActivities
     from shared import (
         BOOKING_STATUS,
+        MAX_NOTE_LENGTH,
         BookingState,
         BookVacationInput,
         Compensation,
@@ -30,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
         LegStatus,
         Outcome,
         Reservation,
+        Resolution,
+        RetryUndo,
         UndoOutcome,
         UndoReport,
         log_line,
@@ -55,7 +58,8 @@ UNDO_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
 )
 """Undos: back off from 1 s to every 30 s; the input sets the attempts (10 by
-default, about 2.5 minutes), after which the leg is left for a person."""
+default, about 2.5 minutes), after which the leg waits for a person: a
+retry (`retry_undo`) gets a fresh set."""
 
 VERSIONING = VersioningBehavior.PINNED
 """A booking runs to its end on the worker version it started on: a changed
@@ -67,6 +71,11 @@ STEP_TIMEOUT = timedelta(seconds=10)
 """Longest a single provider call may take before Temporal retries it."""
 
 CANCELLED_BY_REQUEST = "cancelled by request"
+
+WHAT_A_PERSON_CAN_DO = (
+    "run the undo again once the provider is back (retry_undo), or, once it is released "
+    'by other means, say so (resolve, with a note): docs/operating.md, "An undo that keeps failing"'
+)
 
 
 class Stopped(Exception):
@@ -133,6 +142,9 @@ class BookingWorkflow:
 
     @workflow.init
     def __init__(self, book_input: BookVacationInput) -> None:
+        self._input = book_input
+        self._retrying: dict[Leg, asyncio.Task[Compensation]] = {}
+        """The retries that run, by leg: a second ask for one awaits the first."""
         self._state = BookingState(
             user_id=book_input.book_user_id,
             legs=[
@@ -163,6 +175,8 @@ class BookingWorkflow:
             # The step that failed, was stopped, or that the deadline kept from starting.
             self._record_failure(step.leg, summarize_error(err))
             await self._compensate(registered[::-1], book_input)
+            if self._state.awaiting:
+                await finish(asyncio.create_task(self._wait_for_a_person()), "waiting for a person")
             return self._finish(Outcome.CANCELLED)
         deadline.cancel()
         return self._finish(Outcome.CONFIRMED)
@@ -244,13 +258,21 @@ class BookingWorkflow:
                 await self._undo(step, book_input)
 
     async def _undo(self, step: Step, book_input: BookVacationInput) -> None:
+        compensation = await self._run_undo(step, book_input, f"Undo {step.leg} booking")
+        self._state.compensations.append(compensation)
+        self._transition(f"undo {compensation.outcome}", step.leg, error=compensation.error)
+
+    async def _run_undo(
+        self, step: Step, book_input: BookVacationInput, summary: str
+    ) -> Compensation:
+        """Run one leg's undo with its attempts; return what it did, and count it."""
         leg = self._state.leg(step.leg)
         held = leg.reservation_id or "its step did not complete"
         try:
             report = await workflow.execute_activity_method(
                 step.undo,
                 book_input,
-                summary=f"Undo {step.leg} booking ({held})",
+                summary=f"{summary} ({held})",
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=dataclasses.replace(
                     UNDO_RETRY, maximum_attempts=book_input.undo_attempts
@@ -259,15 +281,145 @@ class BookingWorkflow:
         except ActivityError as err:
             # Keep going: one stuck undo must not leave the others held.
             error = summarize_error(err)
-            compensation = Compensation(step.leg, UndoOutcome.NEEDS_ATTENTION, error)
+            compensation = Compensation(
+                step.leg, UndoOutcome.NEEDS_ATTENTION, error, since=workflow.now()
+            )
         else:
             outcome = UndoOutcome.RELEASED if report.released else UndoOutcome.NOTHING_TO_UNDO
             compensation = Compensation(step.leg, outcome)
-        self._state.compensations.append(compensation)
         workflow.metric_meter().create_counter(
             "saga_compensations", "undos run, by leg and outcome"
         ).add(1, {"leg": step.leg.value, "outcome": compensation.outcome.value})
-        self._transition(f"undo {compensation.outcome}", step.leg, error=compensation.error)
+        return compensation
+
+    async def _wait_for_a_person(self) -> None:
+        """Wait until a person has decided every leg that needs attention, reminding meanwhile.
+
+        The reminder is a workflow timer: it survives restarts of every
+        process, and comes again every `reminder_seconds` for as long as it takes.
+        """
+        self._set_outcome(Outcome.NEEDS_ATTENTION)
+        self._transition(Outcome.NEEDS_ATTENTION.value, waiting_for=self._awaited_legs())
+        every = timedelta(seconds=self._input.reminder_seconds)
+        while self._state.awaiting:
+            try:
+                await workflow.wait_condition(
+                    lambda: not self._state.awaiting,
+                    timeout=every,
+                    timeout_summary=f"Reminder: waits for a person ({self._awaited_legs()})",
+                )
+            except asyncio.TimeoutError:  # noqa: UP041 (TimeoutError here is Temporal's)
+                self._remind()
+        # A decision's update answers before the booking completes.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+    def _awaited_legs(self) -> str:
+        return ", ".join(c.leg for c in self._state.awaiting)
+
+    def _remind(self) -> None:
+        workflow.metric_meter().create_counter(
+            "saga_attention_reminders", "reminders of bookings that wait for a person"
+        ).add(1)
+        for waiting in self._state.awaiting:
+            since = waiting.since or workflow.now()
+            self._transition(
+                "still needs attention",
+                waiting.leg,
+                waiting=str(workflow.now() - since).split(".")[0],
+                error=waiting.error,
+            )
+
+    @workflow.update
+    async def retry_undo(self, ask: RetryUndo) -> Compensation:
+        """Run a leg's undo again, with a fresh set of attempts; return what it did.
+
+        Asked again while it runs, the same retry answers both; asked again
+        after it released the leg, it answers what it did then.
+        """
+        running = self._retrying.get(ask.leg)
+        if running is None:
+            earlier = self._state.undo_of(ask.leg)
+            if earlier is None or earlier.outcome is not UndoOutcome.NEEDS_ATTENTION:
+                return self._decided(ask.leg)
+            running = asyncio.create_task(self._retry(ask, earlier))
+            self._retrying[ask.leg] = running
+            running.add_done_callback(lambda _: self._retrying.pop(ask.leg, None))
+        return await running
+
+    async def _retry(self, ask: RetryUndo, earlier: Compensation) -> Compensation:
+        step = next(step for step in STEPS if step.leg is ask.leg)
+        tried = await self._run_undo(step, self._input, f"Retry {ask.leg} undo, asked by {ask.by}")
+        retried = dataclasses.replace(earlier, retries=earlier.retries + 1)
+        if tried.outcome is UndoOutcome.NEEDS_ATTENTION:
+            retried = dataclasses.replace(retried, error=tried.error)
+        else:
+            retried = dataclasses.replace(
+                retried, outcome=tried.outcome, error=None, decided_by=ask.by
+            )
+        self._record_decision(retried, f"retried undo {tried.outcome}", by=ask.by)
+        return retried
+
+    @retry_undo.validator
+    def _may_retry_undo(self, ask: RetryUndo) -> None:
+        self._check_decision(
+            ask.leg, ask.by, repeats={UndoOutcome.RELEASED, UndoOutcome.NOTHING_TO_UNDO}
+        )
+
+    @workflow.update
+    def resolve(self, decision: Resolution) -> Compensation:
+        """Record that a person released a leg by other means, with their note."""
+        earlier = self._state.undo_of(decision.leg)
+        if earlier is None or earlier.outcome is not UndoOutcome.NEEDS_ATTENTION:
+            return self._decided(decision.leg)
+        resolved = dataclasses.replace(
+            earlier, outcome=UndoOutcome.RESOLVED, decided_by=decision.by, note=decision.note
+        )
+        self._record_decision(resolved, "resolved by hand", by=decision.by, note=decision.note)
+        return resolved
+
+    @resolve.validator
+    def _may_resolve(self, decision: Resolution) -> None:
+        self._check_decision(decision.leg, decision.by, repeats={UndoOutcome.RESOLVED})
+        if decision.leg in self._retrying:
+            raise ValueError(f"the {decision.leg}'s undo is being retried: wait for its answer")
+        note = decision.note.strip()
+        if not note or len(decision.note) > MAX_NOTE_LENGTH or not note.isprintable():
+            raise ValueError(
+                f"the note must say how it was released, in 1 to {MAX_NOTE_LENGTH} "
+                "printable characters"
+            )
+
+    def _check_decision(self, leg: Leg, by: str, repeats: set[UndoOutcome]) -> None:
+        """Refuse a decision that cannot be taken now; accept a repeat of one that was.
+
+        A refusal records nothing: Temporal leaves a rejected update out of the
+        history. An unknown leg is refused before this, as arguments that do not decode.
+        """
+        if not by.strip() or not by.isprintable() or len(by) > 100:
+            raise ValueError("say who decides: 1 to 100 printable characters")
+        undo = self._state.undo_of(leg)
+        if undo is not None and undo.decided_by is not None and undo.outcome in repeats:
+            return  # a repeat: it answers what it did the first time
+        if self._state.outcome is not Outcome.NEEDS_ATTENTION:
+            raise ValueError(
+                f"booking {self._state.user_id} is not waiting for a decision: "
+                f"it is {self._state.outcome}"
+            )
+        if undo is None or undo.outcome is not UndoOutcome.NEEDS_ATTENTION:
+            done = f"its undo: {undo.outcome}" if undo else "it had nothing to undo"
+            raise ValueError(f"the {leg} does not need attention ({done})")
+
+    def _decided(self, leg: Leg) -> Compensation:
+        """Return a leg's compensation as its decision left it (a repeat's answer)."""
+        undo = self._state.undo_of(leg)
+        if undo is None:  # unreachable past the validator, which runs first
+            raise ApplicationError(f"the {leg} has no undo to decide", type="NotDecidable")
+        return undo
+
+    def _record_decision(self, compensation: Compensation, event: str, **fields: object) -> None:
+        undos = self._state.compensations
+        undos[next(i for i, c in enumerate(undos) if c.leg == compensation.leg)] = compensation
+        self._transition(event, compensation.leg, error=compensation.error, **fields)
 
     def _set_outcome(self, outcome: Outcome) -> None:
         """Move the booking on, and say so to Temporal's visibility (`BookingStatus`)."""
@@ -285,9 +437,17 @@ class BookingWorkflow:
     def _transition(self, event: str, leg: Leg | None = None, **fields: object) -> None:
         """Log one saga transition, and show the saga's state in the Web UI."""
         line = log_line(event.replace(" ", "-"), self._state.user_id, leg, **fields)
-        needs_attention = event == f"undo {UndoOutcome.NEEDS_ATTENTION}"
-        (workflow.logger.error if needs_attention else workflow.logger.info)(line)
+        (workflow.logger.error if event in TOLD_AS_ERRORS else workflow.logger.info)(line)
         workflow.set_current_details(details(self._state))
+
+
+TOLD_AS_ERRORS = {
+    f"undo {UndoOutcome.NEEDS_ATTENTION}",
+    Outcome.NEEDS_ATTENTION.value,
+    "still needs attention",
+    f"retried undo {UndoOutcome.NEEDS_ATTENTION}",
+}
+"""The transitions that a person must act on: logged as errors."""
 
 
 def details(state: BookingState) -> str:
@@ -301,6 +461,18 @@ def details(state: BookingState) -> str:
     if state.compensations:
         undone = ", ".join(f"{c.leg} ({c.outcome})" for c in state.compensations)
         lines.append(f"\nUndone: {undone}")
+    for waiting in state.awaiting:
+        held = state.leg(waiting.leg).reservation_id or "maybe held"
+        since = f"{waiting.since:%Y-%m-%d %H:%M:%S} UTC" if waiting.since else "now"
+        lines.append(
+            f"\n**Needs attention since {since}**: the {waiting.leg} ({held}), {waiting.error}. "
+            f"A person can {WHAT_A_PERSON_CAN_DO}."
+        )
+    for decided in state.compensations:
+        if decided.outcome is UndoOutcome.RESOLVED:
+            lines.append(
+                f"\nThe {decided.leg} was resolved by {decided.decided_by}: {decided.note}"
+            )
     return "\n".join(lines)
 
 
@@ -324,7 +496,7 @@ async def finish(task: "asyncio.Task[None]", doing: str) -> None:
 
 def check_input(book_input: BookVacationInput) -> None:
     """Refuse, for good, an input no retry policy or timer can honour (the API checks it too)."""
-    for name in ("attempts", "undo_attempts", "deadline_seconds"):
+    for name in ("attempts", "undo_attempts", "deadline_seconds", "reminder_seconds"):
         if getattr(book_input, name) < 1:
             raise ApplicationError(
                 f"{name} must be at least 1", type="InvalidInput", non_retryable=True

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import cast
 
 from flask import Flask, current_app, g, request
+from werkzeug.exceptions import NotFound
 
 from api.contract import Role, declared
 from config import ConfigError
@@ -210,6 +211,7 @@ def admit() -> None:
     Raises:
         Unauthenticated: the route needs a key, and the request has none that is known.
         Forbidden: the key's role may not call the route.
+        NotFound: a client's key on a route about one booking that clients may not use.
 
     """
     view = current_app.view_functions.get(request.endpoint or "")
@@ -226,6 +228,10 @@ def admit() -> None:
     if caller is None:
         raise Unauthenticated("this API key is not known", 'Bearer error="invalid_token"')
     roles = operation.roles if operation is not None else OPERATORS_ONLY
+    if caller.role not in roles and caller.role is Role.CLIENT and request.view_args:
+        # A route about one booking that clients may not use tells a client
+        # nothing, not even that the booking exists: as for another's booking.
+        raise NotFound(f"no booking {request.view_args.get('user_id')!r}")
     if caller.role not in roles:
         allowed = " or ".join(sorted(roles))
         raise Forbidden(f"a key of role {caller.role} may not do this; it takes {allowed}")

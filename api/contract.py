@@ -23,8 +23,10 @@ from api.models import (
     BookingQuery,
     BookingRequest,
     BookingView,
+    Decided,
     Health,
     Problem,
+    ResolveRequest,
     TripBooked,
     TripCancelled,
 )
@@ -44,6 +46,9 @@ ANY_ROLE = frozenset(Role)
 CLIENTS = frozenset({Role.CLIENT})
 """Who may book: bookings are made by clients, and an operator looks after them."""
 
+OPERATORS = frozenset({Role.OPERATOR})
+"""Who may decide what becomes of a leg whose undo keeps failing: a person looking after them."""
+
 SECURITY_SCHEME = "apiKey"
 """The OpenAPI document's name for the bearer scheme, when the API takes keys."""
 
@@ -55,6 +60,8 @@ MODELS: list[type[BaseModel]] = [
     TripCancelled,
     BookingView,
     BookingAccepted,
+    ResolveRequest,
+    Decided,
     Health,
     Problem,
 ]
@@ -82,8 +89,9 @@ PROBLEMS = {
     400: "a field or query parameter is missing or invalid, or the body is not a JSON object",
     401: "no API key, a malformed Authorization header, or an unknown key",
     403: "the key's role may not do this",
-    404: "no such booking (for a client's key: none that this client made)",
-    409: "the booking has already ended",
+    404: "no such booking (for a client's key: none that this client made; on a leg's "
+    "decision, any), or no such leg",
+    409: "the booking has already ended, or the saga refused the decision (its reason in detail)",
     413: "the body is over 16 KiB",
     415: "the body is not sent as application/json",
     422: "the Idempotency-Key was used with another body",
@@ -123,6 +131,12 @@ class Answer:
 
 
 ACCEPTED = Answer("the booking has started; see Location", BookingAccepted, ("Location",))
+
+DECIDED = Answer("what the decision did to the leg", Decided)
+
+STILL_RUNNING = Answer(
+    "the retried undo still runs: follow the booking at Location", BookingAccepted, ("Location",)
+)
 
 TRIP = Answer("the trip was booked, or cancelled and undone", (TripBooked, TripCancelled))
 
@@ -170,7 +184,10 @@ class Operation:
         if secured and self.public:
             document["security"] = []
         elif secured:
-            problems = (401, *((403,) if self.roles != ANY_ROLE else ()), *problems)
+            # A client refused a route about one booking is told it was not found
+            # (`api.access.admit`): a 403 is left for the other roles refused.
+            hidden = {Role.CLIENT} if "user_id" in path_parameters else set()
+            problems = (401, *((403,) if ANY_ROLE - self.roles - hidden else ()), *problems)
         for status in problems:
             sent = PROBLEM_HEADERS.get(status, ())
             responses[str(status)] = Answer(PROBLEMS[status], Problem, sent).to_openapi(PROBLEM)

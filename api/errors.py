@@ -26,6 +26,7 @@ from api.temporal import (
     BookingError,
     BookingNotFound,
     BookingsStuck,
+    DecisionRefused,
     KeyReused,
     PageTokenRefused,
     Unavailable,
@@ -38,6 +39,7 @@ blueprint = Blueprint("errors", __name__)
 STATUS: dict[type[BookingError], HTTPStatus] = {
     BookingNotFound: HTTPStatus.NOT_FOUND,
     BookingEnded: HTTPStatus.CONFLICT,
+    DecisionRefused: HTTPStatus.CONFLICT,
     KeyReused: HTTPStatus.UNPROCESSABLE_ENTITY,
     PageTokenRefused: HTTPStatus.BAD_REQUEST,
     Unavailable: HTTPStatus.SERVICE_UNAVAILABLE,

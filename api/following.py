@@ -28,14 +28,12 @@ from api.temporal import (
     EXPLAIN,
     RPC_TIMEOUT,
     BookingEnded,
-    BookingNotFound,
     BookingsStuck,
-    Handle,
     Operations,
     PageTokenRefused,
     Unavailable,
     bounded,
-    owner,
+    find,
     reaching_temporal,
 )
 from deployment.stuck import Stuck, stuck, waiting_for
@@ -134,7 +132,7 @@ class Following(Operations):
 
         A booking that ended without a result gives its execution status instead.
         """
-        handle, found = await self._find(user_id, caller)
+        handle, found = await find(self.client, user_id, caller)
         if found.status == WorkflowExecutionStatus.COMPLETED:
             return await bounded(handle.result())
         if found.status != WorkflowExecutionStatus.RUNNING:
@@ -161,7 +159,7 @@ class Following(Operations):
     @reaching_temporal
     async def cancel(self, user_id: str, caller: Caller) -> str:
         """Ask a running booking to cancel (its undos run); return its id."""
-        handle, found = await self._find(user_id, caller)
+        handle, found = await find(self.client, user_id, caller)
         status = found.status
         ended = BookingEnded(f"booking {user_id} has already ended", user_id)
         if status != WorkflowExecutionStatus.RUNNING:
@@ -256,28 +254,6 @@ class Following(Operations):
             [listed(info) for info in response.executions], response.next_page_token or None
         )
 
-    async def _find(
-        self, user_id: str, caller: Caller
-    ) -> tuple[Handle, WorkflowExecutionDescription]:
-        """Return a booking's handle and description; `BookingNotFound` unless `caller` may see it.
-
-        Another client's booking is not found, exactly as a missing one: its
-        existence is not told.
-        """
-        missing = BookingNotFound(f"no booking {user_id!r}")
-        if not user_id.isprintable() or len(user_id) > 255:
-            raise missing
-        handle = self.client.get_workflow_handle_for(BookingWorkflow.run, user_id)
-        try:
-            description = await bounded(handle.describe(rpc_timeout=RPC_TIMEOUT))
-        except RPCError as err:
-            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
-                raise missing from None
-            raise
-        if description.workflow_type != "BookingWorkflow" or not caller.may_see(owner(description)):
-            raise missing
-        return handle, description
-
 
 def listing_query(
     task_queue: str, status: Outcome | None, customer: str | None, client: str | None = None
@@ -289,7 +265,7 @@ def listing_query(
     clauses = [f"WorkflowType = {quoted('BookingWorkflow')}", f"TaskQueue = {quoted(task_queue)}"]
     if status is not None:
         clauses.append(f"{BOOKING_STATUS.name} = {quoted(status.value)}")
-        if status in (Outcome.BOOKING, Outcome.COMPENSATING):
+        if status in (Outcome.BOOKING, Outcome.COMPENSATING, Outcome.NEEDS_ATTENTION):
             # Not one that an operator terminated on its way (GET shows it "terminated").
             clauses.append(f"ExecutionStatus = {quoted('Running')}")
     if customer is not None:

@@ -6,9 +6,10 @@ from typing import Any, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import NotFound, UnsupportedMediaType
 
-from api.models import BookingQuery, BookingRequest
+from api.models import BookingQuery, BookingRequest, ResolveRequest
+from shared import Leg
 
 MAX_BODY_BYTES = 16 * 1024
 """A booking request is a few hundred bytes; anything far larger is refused."""
@@ -17,6 +18,8 @@ FIELD_MESSAGES = {"extra_forbidden": "is not a field of a booking"}
 """Clearer words than pydantic's where its own say too little."""
 
 PARAMETER_MESSAGES = {"extra_forbidden": "is not a parameter of this list"}
+
+NOTE_MESSAGES = {"extra_forbidden": "is not a field of a resolution: send the note alone"}
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -32,15 +35,33 @@ class InvalidRequest(Exception):
 
 def read_booking() -> BookingRequest:
     """Parse and validate the request body."""
+    return validated(BookingRequest, json_object("the booking"), "field", FIELD_MESSAGES)
+
+
+def read_resolution() -> ResolveRequest:
+    """Parse and validate the body of a leg's resolution."""
+    return validated(ResolveRequest, json_object("the note"), "field", NOTE_MESSAGES)
+
+
+def json_object(what: str) -> dict[str, Any]:
+    """Return the request's body, a JSON object; or say why it is not one."""
     if not request.is_json:
-        raise UnsupportedMediaType("send the booking as Content-Type: application/json")
+        raise UnsupportedMediaType(f"send {what} as Content-Type: application/json")
     try:
         body = request.get_json()  # malformed JSON: a 400 from Flask, through api.errors
     except RecursionError:  # json's parser recurses per level of nesting
         raise InvalidRequest("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
-    return validated(BookingRequest, body, "field", FIELD_MESSAGES)
+    return body
+
+
+def read_leg(name: str) -> Leg:
+    """Return the leg a path names; 404 if a booking has no such leg."""
+    try:
+        return Leg(name)
+    except ValueError:
+        raise NotFound(f"no leg {name!r}: a booking's legs are car, hotel and flight") from None
 
 
 def read_listing() -> BookingQuery:

@@ -10,7 +10,14 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from shared import MAX_DEADLINE_SECONDS, BookVacationInput, Leg, Outcome, UndoOutcome
+from shared import (
+    MAX_DEADLINE_SECONDS,
+    MAX_NOTE_LENGTH,
+    BookVacationInput,
+    Leg,
+    Outcome,
+    UndoOutcome,
+)
 
 
 def _printable(value: str) -> str:
@@ -91,11 +98,19 @@ class TripBooked(BaseModel):
 
 
 class UndoDone(BaseModel):
-    """One undo that ran, in the order the undos ran."""
+    """One undo that ran, in the order the undos ran, and what a person decided about it."""
 
     step: Leg
     outcome: UndoOutcome
     error: str | None = None
+    needs_attention_since: datetime | None = Field(
+        None, description="when the undo first needed a person: absent if it never did"
+    )
+    retries: int | None = Field(None, description="how many times a person ran the undo again")
+    decided_by: str | None = Field(
+        None, description="who ended the wait: by a retry that worked, or by resolving it"
+    )
+    note: str | None = Field(None, description="how it was resolved by hand, as its decider said")
 
 
 class TripCancelled(BaseModel):
@@ -112,8 +127,21 @@ class TripCancelled(BaseModel):
 TripResult = TripBooked | TripCancelled
 
 LegStateName = Literal[
-    "pending", "booked", "failed", "released", "nothing to undo", "needs attention"
+    "pending",
+    "booked",
+    "failed",
+    "released",
+    "nothing to undo",
+    "needs attention",
+    "resolved by hand",
 ]
+
+
+class Actions(BaseModel):
+    """What an operator can do about a leg that needs attention: POST to one of these."""
+
+    retry_undo: str = Field(description="run the leg's undo again")
+    resolve: str = Field(description='say it was released by other means: {"note": "..."}')
 
 
 class LegView(BaseModel):
@@ -123,10 +151,19 @@ class LegView(BaseModel):
     state: LegStateName
     reservation_id: str | None = None
     error: str | None = None
+    needs_attention_since: datetime | None = None
+    actions: Actions | None = Field(None, description="while the leg needs attention")
 
 
 StatusName = Literal[
-    "booking", "compensating", "confirmed", "cancelled", "failed", "terminated", "timed out"
+    "booking",
+    "compensating",
+    "needs attention",
+    "confirmed",
+    "cancelled",
+    "failed",
+    "terminated",
+    "timed out",
 ]
 
 
@@ -137,6 +174,31 @@ class BookingView(BaseModel):
     status: StatusName
     legs: dict[Leg, LegView] | None = None
     result: TripResult | None = None
+
+
+class ResolveRequest(BaseModel):
+    """The body of `POST /bookings/{user_id}/legs/{leg}/resolve`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    note: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=MAX_NOTE_LENGTH,
+            pattern=r"^[^\x00-\x1f\x7f-\x9f]*$",
+            description="how the leg was released by other means (kept in the booking's result)",
+        ),
+        AfterValidator(_printable),
+    ]
+
+
+class Decided(BaseModel):
+    """What a person's decision did to one leg of a booking."""
+
+    user_id: str
+    status_url: str
+    undo: UndoDone
 
 
 def _digits(value: object) -> object:

@@ -8,10 +8,12 @@ from temporalio.client import WorkflowExecutionStatus
 
 from api.following import BookingPage, ListedBooking
 from api.models import (
+    Actions,
     BookingAccepted,
     BookingList,
     BookingSummary,
     BookingView,
+    Decided,
     LegView,
     StatusName,
     TripBooked,
@@ -19,7 +21,7 @@ from api.models import (
     TripResult,
     UndoDone,
 )
-from shared import BookingState, Leg, Outcome
+from shared import BookingState, Compensation, Leg, Outcome, UndoOutcome
 
 ENDED_WITHOUT_RESULT: dict[WorkflowExecutionStatus | None, StatusName] = {
     WorkflowExecutionStatus.FAILED: "failed",
@@ -44,9 +46,7 @@ def trip_result(state: BookingState) -> TripResult:
             result="Voyage cancelled",
             reason=state.reason,
             failed_step=state.failed_leg,
-            compensations=[
-                UndoDone(step=c.leg, outcome=c.outcome, error=c.error) for c in state.compensations
-            ],
+            compensations=[undo_done(c) for c in state.compensations],
         )
     items = {leg: state.leg(leg).item_id for leg in Leg}
     return TripBooked(
@@ -59,6 +59,40 @@ def trip_result(state: BookingState) -> TripResult:
     )
 
 
+def undo_done(undo: Compensation) -> UndoDone:
+    """Return one leg's compensation as the JSON shows it: a person's part only if they had one."""
+    return UndoDone(
+        step=undo.leg,
+        outcome=undo.outcome,
+        error=undo.error,
+        needs_attention_since=undo.since,
+        retries=undo.retries or None,
+        decided_by=undo.decided_by,
+        note=undo.note,
+    )
+
+
+def actions(user_id: str, leg: Leg) -> Actions:
+    """Return the URLs of the decisions an operator can make about a leg."""
+    return Actions(
+        retry_undo=url_for("bookings.retry_undo", user_id=user_id, leg=leg.value),
+        resolve=url_for("bookings.resolve", user_id=user_id, leg=leg.value),
+    )
+
+
+def decided_view(user_id: str, undo: Compensation) -> Decided:
+    """Return what a person's decision did to a leg."""
+    status_url = url_for("bookings.get_booking", user_id=user_id)
+    return Decided(user_id=user_id, status_url=status_url, undo=undo_done(undo))
+
+
+def decision_answer(
+    user_id: str, undo: Compensation | None
+) -> Response | tuple[Response, int, dict[str, str]]:
+    """Return what a decision did (200), or a 202 to follow the booking while it runs on."""
+    return send(decided_view(user_id, undo)) if undo is not None else accepted(user_id)
+
+
 def status_view(state: BookingState) -> BookingView:
     """Return a booking's state as `GET /bookings/<id>` shows it.
 
@@ -69,11 +103,14 @@ def status_view(state: BookingState) -> BookingView:
     legs = {}
     for leg in state.legs:
         undo = undone.get(leg.leg)
+        waits = undo is not None and undo.outcome is UndoOutcome.NEEDS_ATTENTION
         legs[leg.leg] = LegView(
             item=leg.item_id,
             state=undo.outcome.value if undo else leg.status.value,
             reservation_id=leg.reservation_id,
             error=undo.error if undo else leg.error,
+            needs_attention_since=undo.since if undo else None,
+            actions=actions(state.user_id, leg.leg) if waits else None,
         )
     return BookingView(
         user_id=state.user_id,

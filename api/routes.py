@@ -9,13 +9,24 @@ from api.contract import (
     ACCEPTED,
     BOOKING_PROBLEMS,
     CLIENTS,
+    DECIDED,
     IDEMPOTENCY_KEY,
+    OPERATORS,
+    STILL_RUNNING,
     Answer,
     openapi_document,
     operation,
 )
+from api.deciding import Deciding
 from api.following import Following
-from api.inputs import idempotency_key, page_token, read_booking, read_listing
+from api.inputs import (
+    idempotency_key,
+    page_token,
+    read_booking,
+    read_leg,
+    read_listing,
+    read_resolution,
+)
 from api.models import (
     BookingAccepted,
     BookingList,
@@ -23,8 +34,16 @@ from api.models import (
     BookingRequest,
     BookingView,
     Health,
+    ResolveRequest,
 )
-from api.presenters import accepted, ended_view, listing_view, send, status_view
+from api.presenters import (
+    accepted,
+    decision_answer,
+    ended_view,
+    listing_view,
+    send,
+    status_view,
+)
 from api.starting import Starting
 from shared import BookingState
 
@@ -39,6 +58,11 @@ def starting() -> Starting:
 def following() -> Following:
     """Return the app's following of bookings (`create_app` puts them there)."""
     return cast(Following, current_app.extensions["following"])
+
+
+def deciding() -> Deciding:
+    """Return the app's decisions on legs (`create_app` puts them there)."""
+    return cast(Deciding, current_app.extensions["deciding"])
 
 
 @blueprint.post("/bookings")
@@ -92,6 +116,37 @@ async def get_booking(user_id: str) -> Response:
 async def cancel_booking(user_id: str) -> tuple[Response, int, dict[str, str]]:
     """Cancel a running booking: its registered undos run."""
     return accepted(await following().cancel(user_id, current_caller()))
+
+
+Decision = Response | tuple[Response, int, dict[str, str]]
+
+
+@blueprint.post("/bookings/<user_id>/legs/<leg>/retry-undo")
+@operation(
+    "retryUndo",
+    {200: DECIDED, 202: STILL_RUNNING},
+    problems=(404, 409, 502, 503),
+    roles=OPERATORS,
+)
+async def retry_undo(user_id: str, leg: str) -> Decision:
+    """Run again the undo of a leg that needs attention, with a fresh set of attempts."""
+    decided = await deciding().retry_undo(user_id, read_leg(leg), current_caller())
+    return decision_answer(user_id, decided)
+
+
+@blueprint.post("/bookings/<user_id>/legs/<leg>/resolve")
+@operation(
+    "resolveLeg",
+    {200: DECIDED, 202: STILL_RUNNING},
+    problems=(400, 404, 409, 413, 415, 502, 503),
+    body=ResolveRequest,
+    roles=OPERATORS,
+)
+async def resolve(user_id: str, leg: str) -> Decision:
+    """Record that a leg that needs attention was released by other means, with a note."""
+    to_resolve, note = read_leg(leg), read_resolution().note
+    decided = await deciding().resolve(user_id, to_resolve, note, current_caller())
+    return decision_answer(user_id, decided)
 
 
 @blueprint.get("/healthz")

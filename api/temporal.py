@@ -15,6 +15,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.access import Caller
 from api.breaker import UNREACHABLE_STATUSES, Breaker, unreachable
 from namespace import missing_for_api
 from shared import BOOKING_CLIENT, BookingState
@@ -52,6 +53,10 @@ class BookingNotFound(BookingError):
 
 class BookingEnded(BookingError):
     """The booking has ended, so it can no longer be cancelled: nothing to do."""
+
+
+class DecisionRefused(BookingError):
+    """The saga refused a person's decision about a leg; the detail is its reason."""
 
 
 class KeyReused(BookingError):
@@ -140,3 +145,26 @@ async def bounded(call: Awaitable[T], within: timedelta = RPC_TIMEOUT) -> T:
 def owner(found: WorkflowExecutionDescription) -> str | None:
     """Return the client that made a booking (its `BookingClient`); None if made while open."""
     return found.typed_search_attributes.get(BOOKING_CLIENT)
+
+
+async def find(
+    client: Client, user_id: str, caller: Caller
+) -> tuple[Handle, WorkflowExecutionDescription]:
+    """Return a booking's handle and description; `BookingNotFound` unless `caller` may see it.
+
+    Another client's booking is not found, exactly as a missing one: its
+    existence is not told.
+    """
+    missing = BookingNotFound(f"no booking {user_id!r}")
+    if not user_id.isprintable() or len(user_id) > 255:
+        raise missing
+    handle = client.get_workflow_handle_for(BookingWorkflow.run, user_id)
+    try:
+        description = await bounded(handle.describe(rpc_timeout=RPC_TIMEOUT))
+    except RPCError as err:
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+            raise missing from None
+        raise
+    if description.workflow_type != "BookingWorkflow" or not caller.may_see(owner(description)):
+        raise missing
+    return handle, description

@@ -5,23 +5,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
-from activities import BookingActivities
 from shared import (
     BOOKING_CUSTOMER,
     BOOKING_STATUS,
     BookingState,
-    BookVacationInput,
     Compensation,
     Leg,
     LegStatus,
     Outcome,
     UndoOutcome,
-    UndoReport,
     search_attributes_at_start,
 )
 from tests.support.histories import (
@@ -161,39 +157,6 @@ async def test_one_attempt_gives_up_on_the_hotel_outage_and_undoes_the_car(
     assert all(not p.held() for p in stores_of(activities.providers).values())
 
 
-class StuckHotelUndo(BookingActivities):
-    """The hotel's undo endpoint is broken for good."""
-
-    @activity.defn(name="undo_book_hotel")
-    async def undo_book_hotel(self, book_input: BookVacationInput) -> UndoReport:
-        raise ApplicationError("hotel undo endpoint returned 500")
-
-
-async def test_undo_that_keeps_failing_is_recorded_and_later_undos_still_run(
-    client: Client, tmp_path: Path
-) -> None:
-    activities = quick(StuckHotelUndo, tmp_path)
-    booking = trip(flight="invalid-flight-id", undo_attempts=3)
-    handle, state = await run_booking(client, activities, booking)
-
-    assert state.outcome is Outcome.CANCELLED
-    assert state.compensations == [
-        Compensation(Leg.FLIGHT, NOTHING),
-        Compensation(
-            Leg.HOTEL,
-            UndoOutcome.NEEDS_ATTENTION,
-            "hotel undo endpoint returned 500 (no attempts left)",
-        ),
-        Compensation(Leg.CAR, RELEASED),
-    ]
-    assert (await activity_runs(handle))[-2:] == [
-        ran("undo_book_hotel", 3, "failed"),
-        ran("undo_book_car"),
-    ]
-    held = {leg: len(p.held()) for leg, p in stores_of(activities.providers).items()}
-    assert held == {Leg.CAR: 0, Leg.HOTEL: 1, Leg.FLIGHT: 0}
-
-
 async def test_progress_query_shows_each_leg_while_the_saga_runs(
     client: Client, tmp_path: Path
 ) -> None:
@@ -263,7 +226,9 @@ async def test_a_completed_booking_is_final_and_a_late_cancel_changes_nothing(
     assert [len(p.held()) for p in stores_of(activities.providers).values()] == [1, 1, 1]
 
 
-@pytest.mark.parametrize("field", ["attempts", "undo_attempts", "deadline_seconds"])
+@pytest.mark.parametrize(
+    "field", ["attempts", "undo_attempts", "deadline_seconds", "reminder_seconds"]
+)
 async def test_an_input_no_retry_policy_can_honour_fails_the_workflow_for_good(
     client: Client, tmp_path: Path, field: str
 ) -> None:

@@ -25,6 +25,8 @@ def test_openapi_document_is_3_1_and_lists_every_operation(http: FlaskClient) ->
         "/bookings",
         "/bookings/{user_id}",
         "/bookings/{user_id}/cancel",
+        "/bookings/{user_id}/legs/{leg}/retry-undo",
+        "/bookings/{user_id}/legs/{leg}/resolve",
         "/healthz",
         "/readyz",
         "/openapi.json",

@@ -12,9 +12,11 @@ from temporalio.client import (
     OutboundInterceptor,
     QueryWorkflowInput,
     StartWorkflowInput,
+    StartWorkflowUpdateInput,
     WorkflowExecutionDescription,
     WorkflowHandle,
     WorkflowHistoryEventAsyncIterator,
+    WorkflowUpdateHandle,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -25,6 +27,7 @@ class CallRecorder(Interceptor):
     def __init__(self) -> None:
         self.calls = 0
         self.cancels = 0
+        self.updates = 0
         self.threads: set[str] = set()
 
     def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
@@ -68,6 +71,13 @@ class _Recording(OutboundInterceptor):
         self.recorder.record()
         self.recorder.cancels += 1
         return await super().cancel_workflow(input)
+
+    async def start_workflow_update(
+        self, input: StartWorkflowUpdateInput
+    ) -> WorkflowUpdateHandle[Any]:
+        self.recorder.record()
+        self.recorder.updates += 1
+        return await super().start_workflow_update(input)
 
     def fetch_workflow_history_events(
         self, input: FetchWorkflowHistoryEventsInput
