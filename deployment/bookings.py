@@ -1,4 +1,4 @@
-"""The bookings open on a version: counted, sampled, drained, failing."""
+"""The bookings open on a version: counted, sampled, drained, left to people, failing."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -8,6 +8,7 @@ from temporalio.client import Client
 from temporalio.common import WorkerDeploymentVersion
 
 from deployment.versions import CALL_TIMEOUT, DRAINING, SERVING, key, routing
+from shared import BOOKING_STATUS, Outcome
 
 VERSION = "TemporalWorkerDeploymentVersion"
 """Where Temporal keeps the version a run is pinned to (`deployment:build`), for queries."""
@@ -52,6 +53,12 @@ async def pinned_to(client: Client, version: WorkerDeploymentVersion, sample: in
     return await open_bookings(client, f'{VERSION} = "{key(version)}"', sample)
 
 
+async def waiting_on(client: Client, version: WorkerDeploymentVersion, sample: int = 0) -> Bookings:
+    """Return the open bookings pinned to `version` that wait for a person's decision."""
+    waits = f'{BOOKING_STATUS.name} = "{Outcome.NEEDS_ATTENTION}"'
+    return await open_bookings(client, f'{VERSION} = "{key(version)}" AND {waits}', sample)
+
+
 async def started_on(client: Client, version: WorkerDeploymentVersion, since: datetime) -> int:
     """Return how many bookings started on `version` since `since`, open or ended."""
     query = (
@@ -69,13 +76,30 @@ async def serving(client: Client, version: WorkerDeploymentVersion) -> bool:
 
 async def drained(client: Client, version: WorkerDeploymentVersion) -> bool:
     """Return whether `version` is done: out of routing for `DRAIN_GRACE`, no booking open on it."""
+    return await out_of_routing(client, version) and not await pinned_to(client, version)
+
+
+async def left_to_people(client: Client, version: WorkerDeploymentVersion) -> Bookings:
+    """Return the bookings open on `version` if every one of them waits for a person (else none).
+
+    Such a version has done all it can alone: its workers stay up for the
+    decisions (a booking is pinned to its version), which may take days.
+    """
+    if not await out_of_routing(client, version):
+        return Bookings(0, [])
+    waiting = await waiting_on(client, version, sample=10)
+    if not waiting or (await pinned_to(client, version)).count != waiting.count:
+        return Bookings(0, [])
+    return waiting
+
+
+async def out_of_routing(client: Client, version: WorkerDeploymentVersion) -> bool:
+    """Return whether `version` has been out of routing (draining) for `DRAIN_GRACE`."""
     known = await routing(client, version.deployment_name)
     if known is None or known.statuses.get(version.build_id) not in DRAINING:
         return False
     since = known.deactivated.get(version.build_id)
-    if since is None or datetime.now(UTC) - since < DRAIN_GRACE:
-        return False
-    return (await pinned_to(client, version)).count == 0
+    return since is not None and datetime.now(UTC) - since >= DRAIN_GRACE
 
 
 async def failing_since(

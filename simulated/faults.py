@@ -20,6 +20,8 @@ class ProviderFaults:
     """Down before doing anything: a retry may succeed."""
     reject_rate: float = 0.0
     """Refuses the booking: not retried, so the saga rolls back."""
+    undo_reject_rate: float = 0.0
+    """Refuses to undo: not retried, so the leg waits for a person at once."""
     lost_reply_rate: float = 0.0
     """Does the work, then the answer is lost: the case that double-books naive code."""
     latency_seconds: float = 0.0
@@ -29,7 +31,8 @@ class ProviderFaults:
 
     @classmethod
     def from_env(cls, leg: Leg, env: Mapping[str, str]) -> "ProviderFaults":
-        """Read SIM_<LEG>_OUTAGE_RATE, _REJECT_RATE, _LOST_REPLY_RATE, _LATENCY_SECONDS, _STOCK."""
+        """Read SIM_<LEG>_OUTAGE_RATE, _REJECT_RATE, _UNDO_REJECT_RATE, _LOST_REPLY_RATE,
+        _LATENCY_SECONDS and _STOCK."""
         prefix = f"SIM_{leg.upper()}_"
 
         def rate(name: str) -> float:
@@ -39,6 +42,7 @@ class ProviderFaults:
         return cls(
             outage_rate=rate("OUTAGE_RATE"),
             reject_rate=rate("REJECT_RATE"),
+            undo_reject_rate=rate("UNDO_REJECT_RATE"),
             lost_reply_rate=rate("LOST_REPLY_RATE"),
             latency_seconds=number_from_env(
                 env, prefix + "LATENCY_SECONDS", float, 0.0, low=0, high=5

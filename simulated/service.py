@@ -123,6 +123,9 @@ async def undo(request: web.Request) -> web.Response:
     leg, key = leg_of(request), key_of(request)
     body = await parsed(request, UndoRequest)
     reach(request, leg)
+    if chance(request.app[ODDS], request.app[SIMULATION].of(leg).undo_reject_rate):
+        detail = f"the {leg} provider refused to undo {key!r} (simulated)"
+        raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, detail)
     store = request.app[STORES][leg]
     released = await asyncio.to_thread(store.release, key, body.user_id)
     return await answer(request, leg, {"leg": leg, "released": released})

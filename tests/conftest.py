@@ -16,7 +16,12 @@ from api.loop import ClientLoop
 from api.settings import ACCESS_VARIABLES, ApiSettings
 from starter import create_app
 from tests.support.calls import CallRecorder
-from tests.support.providers import CLIENTS, RUNNING, stop_all
+from tests.support.providers import (  # start_providers: a fixture for every test module
+    CLIENTS,
+    RUNNING,
+    start_providers,  # noqa: F401
+    stop_all,
+)
 from tests.support.workers import EXTRA_NAMESPACE, quick_activities, worker_thread
 from tools.processes import (
     DEPLOYMENT_FLAGS,

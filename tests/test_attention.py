@@ -7,59 +7,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio import activity
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 
 from activities import BookingActivities
 from shared import (
     BOOKING_STATUS,
     MAX_NOTE_LENGTH,
     BookingState,
-    BookVacationInput,
     Compensation,
     Leg,
     Outcome,
     Resolution,
     RetryUndo,
     UndoOutcome,
-    UndoReport,
 )
 from tests.support.histories import ActivityRun, activity_runs, cancel_seen, eventually, timers
 from tests.support.providers import stores_of
-from tests.support.trips import GatedFlight, trip
+from tests.support.trips import BROKEN, BrokenHotelUndo, GatedFlight, trip
 from tests.support.workers import quick, running_worker
 from workflows import BookingWorkflow
 
 NEEDS = UndoOutcome.NEEDS_ATTENTION
-BROKEN = "hotel undo endpoint returned 500"
-
-
-class BrokenHotelUndo(BookingActivities):
-    """The hotel's undo (and the car's, if `car_broken`) fails until the test mends it.
-
-    `refuse` makes the hotel's a refusal for good.
-    """
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.mended = False
-        self.refuse = False
-        self.car_broken = False
-
-    @activity.defn(name="undo_book_hotel")
-    async def undo_book_hotel(self, book_input: BookVacationInput) -> UndoReport:
-        if self.refuse:
-            raise ApplicationError("no such booking here", type="Refused", non_retryable=True)
-        if not self.mended:
-            raise ApplicationError(BROKEN)
-        return await super().undo_book_hotel(book_input)
-
-    @activity.defn(name="undo_book_car")
-    async def undo_book_car(self, book_input: BookVacationInput) -> UndoReport:
-        if self.car_broken and not self.mended:
-            raise ApplicationError("car undo endpoint returned 500")
-        return await super().undo_book_car(book_input)
 
 
 Handle = WorkflowHandle[BookingWorkflow, BookingState]

@@ -29,11 +29,19 @@ from api.settings import ApiSettings
 from deployment.bookings import pinned_to
 from deployment.versions import SetCurrent, VersionSettings, code_build_id, routing, take_current
 from run_worker import WorkerSettings, build_worker, look_after_version
-from shared import BookingState, BookVacationInput, Outcome
+from shared import (
+    BOOKING_STATUS,
+    BookingState,
+    BookVacationInput,
+    Leg,
+    Outcome,
+    Resolution,
+    UndoOutcome,
+)
 from simulated.store import ProviderStore
 from tests.support.providers import rows_of
 from tests.support.sagas import broken_copy, changed_copy
-from tests.support.trips import HeldCar, trip
+from tests.support.trips import BrokenHotelUndo, HeldCar, trip
 from tests.support.workers import quick, quick_activities, reported, until
 from tools.audit import run_audit
 from tools.children import Child
@@ -319,6 +327,59 @@ async def test_a_version_that_fails_its_first_bookings_is_rolled_back(
             assert (await handle.result()).outcome == Outcome.CONFIRMED
         assert not looking_after.done()
         looking_after.cancel()
+
+
+@pytest.mark.timeout(240)
+async def test_a_booking_that_waits_for_a_person_keeps_its_version_until_it_is_decided(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    name, task_queue = f"deploy-{uuid.uuid4().hex[:8]}", f"deploy-{uuid.uuid4()}"
+    v2_dir = changed_copy(tmp_path / "v2")
+    providers = tmp_path / "providers"
+    activities = quick(BrokenHotelUndo, providers)
+    activities.refuse = True  # the hotel refuses its undo: the booking waits at once
+    v1 = VersionSettings(name, code_build_id())
+    v1_settings = WorkerSettings(task_queue=task_queue, version=v1)
+    env = process_env(address, task_queue, name, providers)
+    command = [sys.executable, "-m", "tools.deploy", "--canary-for", "1"]
+    waiting = trip(flight="invalid-flight-id")
+    async with build_worker(client, activities, task_queue, version=v1.version):
+        looking_after = asyncio.create_task(
+            look_after_version(client, v1_settings, MetricMeter.noop, asyncio.Event())
+        )
+        await until(lambda: current_build_id_is(client, name, v1.build_id), "v1 current")
+        await start(client, task_queue, [waiting])
+        handle = client.get_workflow_handle(waiting.book_user_id, result_type=BookingState)
+        await until(lambda: waits_for_a_person(client, waiting), "the booking waits")
+        deploy = Child(command, cwd=v2_dir, env=env)
+        try:
+            await wait_for_output(deploy, "wait for a person", within=120)
+            v1_stays = not looking_after.done()
+            resolved = Resolution(Leg.HOTEL, "cancelled at the front desk", "ops")
+            await handle.execute_update(BookingWorkflow.resolve, resolved)
+            result = await handle.result()
+            await asyncio.wait_for(looking_after, 90)  # then v1's worker retires
+        finally:
+            status = deploy.stop(60)
+    output = deploy.output.text()
+    assert v1_stays, output
+    assert result.outcome is Outcome.CANCELLED
+    hotel = result.undo_of(Leg.HOTEL)
+    assert hotel is not None
+    assert (hotel.outcome, hotel.decided_by) == (UndoOutcome.RESOLVED, "ops")
+    versioning = (await handle.describe()).raw_description.workflow_execution_info.versioning_info
+    assert versioning.deployment_version.build_id == v1.build_id  # decided on its own version
+    assert (
+        f"deploy | {name}:{v1.build_id} keeps 1 booking(s) that wait for a person "
+        f"({waiting.book_user_id}): its workers stay up until each is decided, then stop "
+        "themselves"
+    ) in output.splitlines()
+    assert status == 0, output
+
+
+async def waits_for_a_person(client: Client, booking: BookVacationInput) -> bool:
+    described = await client.get_workflow_handle(booking.book_user_id).describe()
+    return described.typed_search_attributes.get(BOOKING_STATUS) == Outcome.NEEDS_ATTENTION
 
 
 @pytest.mark.timeout(180)

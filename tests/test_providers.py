@@ -9,7 +9,6 @@ import asyncio
 import json
 import signal
 import urllib.request
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,34 +20,11 @@ from shared import BookingState, Compensation, Leg, LegStatus, Outcome, UndoOutc
 from simulated.store import ProviderStore
 from tests.support.histories import ActivityRun, activity_runs
 from tests.support.processes import wait_for_condition
+from tests.support.providers import StartProviders
 from tests.support.trips import trip
 from tests.support.workers import running_worker, until
 from tools.audit import over_http, run_audit
-from tools.processes import ProviderProcess
 from workflows import BookingWorkflow
-
-QUIET = {"SIM_HOTEL_OUTAGE": "0", "SIM_LATENCY_SECONDS": "0"}
-
-StartProviders = Callable[..., ProviderProcess]
-"""Starts the service (on a port given, or a free one), with `SIM_*` faults as keywords."""
-
-
-@pytest.fixture
-def start_providers(tmp_path: Path) -> Iterator[StartProviders]:
-    """Start provider services over this test's stores; stop each after the test."""
-    started: list[ProviderProcess] = []
-
-    def start(port: int | None = None, **faults: str) -> ProviderProcess:
-        providers = ProviderProcess(
-            {**QUIET, **faults, "PROVIDERS_DIR": str(tmp_path / "providers")}, port
-        )
-        providers.start()
-        started.append(providers)
-        return providers
-
-    yield start
-    for providers in started:
-        providers.stop()
 
 
 def car_store(tmp_path: Path) -> ProviderStore:

@@ -47,6 +47,8 @@ def test_there_is_a_history_for_each_ending() -> None:
         "compensated",
         "confirmed",
         "deadline",
+        "repaired",
+        "resolved",
     ]
 
 

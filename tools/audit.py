@@ -2,9 +2,10 @@
 
 It checks the saga's promise, never a partial trip and never a double booking:
 a confirmed booking holds exactly one reservation per leg; a cancelled one
-holds none (unless its undo was left needing attention); no key and no
-booking holds two reservations in one store; no reservation belongs to a
-booking Temporal does not know; no booking has been running too long. It
+holds none; one that waits for a person holds only the legs it waits on
+(listed, expected: a person decides); no key and no booking holds two
+reservations in one store; no reservation belongs to a booking Temporal does
+not know; no booking has been running too long, but for waiting ones. It
 reads the providers as anyone else must, over HTTP (`GET /<leg>/reservations`),
 with an operator's key where the providers take keys.
 """
@@ -18,16 +19,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from http import HTTPStatus
+from typing import Any
 
 import aiohttp
 from pydantic import TypeAdapter
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
+from temporalio.service import RPCError
 
 from config import temporal_connect_config
 from providers import DEFAULT_PORT
-from shared import BookingState, Leg, Outcome, UndoOutcome
+from shared import BOOKING_STATUS, BookingState, Leg, Outcome, UndoOutcome
 from simulated.store import Row, RowStatus
 from tools.processes import exit_at_once
+from workflows import BookingWorkflow
 
 Rows = Mapping[Leg, Sequence[Row]]
 """Every row of each provider's store."""
@@ -85,14 +94,21 @@ async def read_bookings(
     now = datetime.now(UTC)
     async for execution in client.list_workflows(query):
         handle = client.get_workflow_handle(execution.id, result_type=BookingState)
-        status = execution.status
+        status, attributes = execution.status, execution.typed_search_attributes
         if status == WorkflowExecutionStatus.RUNNING:
             # Visibility lags a little behind: ask the workflow itself.
-            status = (await handle.describe()).status
+            described = await handle.describe()
+            status, attributes = described.status, described.typed_search_attributes
         if status == WorkflowExecutionStatus.COMPLETED:
             result = await handle.result()
             bookings[execution.id] = result
             report.outcomes[result.outcome] += 1
+            continue
+        if status == WorkflowExecutionStatus.RUNNING and (
+            attributes.get(BOOKING_STATUS) == Outcome.NEEDS_ATTENTION
+        ):
+            bookings[execution.id] = await waiting(handle, report)
+            report.outcomes[Outcome.NEEDS_ATTENTION] += 1
             continue
         bookings[execution.id] = name = status.name.lower() if status else "unknown"
         report.outcomes[name] += 1
@@ -100,6 +116,15 @@ async def read_bookings(
             since = f"{execution.start_time:%Y-%m-%d %H:%M:%S}"
             report.violations.append(f"{execution.id}: stuck, running since {since}")
     return bookings
+
+
+async def waiting(handle: WorkflowHandle[Any, BookingState], report: AuditReport) -> Booking:
+    """Return the state of a booking that waits for a person: which legs, since when."""
+    try:
+        return await handle.query(BookingWorkflow.progress)
+    except (WorkflowQueryFailedError, RPCError):
+        report.needs_attention.append(f"{handle.id}: waits for a person; no worker said for what")
+        return "running"
 
 
 async def read_rows(url: str, key: str = "") -> Rows:
@@ -151,12 +176,28 @@ def check_leg(user_id: str, state: Booking, leg: Leg, holds: bool, report: Audit
         return
     if state.outcome is Outcome.CONFIRMED and not holds:
         report.violations.append(f"{user_id}: confirmed but holds no {leg}")
-    if state.outcome is Outcome.CANCELLED and holds:
-        undo = next((c for c in state.compensations if c.leg == leg), None)
-        if undo is not None and undo.outcome is UndoOutcome.NEEDS_ATTENTION:
-            report.needs_attention.append(f"{user_id}: {leg} still held ({undo.error})")
-        else:
-            report.violations.append(f"{user_id}: cancelled but still holds a {leg}")
+    if state.outcome not in (Outcome.CANCELLED, Outcome.NEEDS_ATTENTION) or not holds:
+        return
+    undo = state.undo_of(leg)
+    if (
+        state.outcome is Outcome.NEEDS_ATTENTION
+        and undo
+        and undo.outcome is UndoOutcome.NEEDS_ATTENTION
+    ):
+        since = f"{undo.since:%Y-%m-%d %H:%M:%S}" if undo.since else "now"
+        report.needs_attention.append(
+            f"{user_id}: {leg} held, waits for a person since {since} ({undo.error})"
+        )
+    elif undo is not None and undo.outcome is UndoOutcome.RESOLVED:
+        report.violations.append(
+            f"{user_id}: still holds a {leg} that {undo.decided_by} resolved by hand ({undo.note})"
+        )
+    elif undo is not None and undo.outcome is UndoOutcome.NEEDS_ATTENTION:
+        report.violations.append(
+            f"{user_id}: cancelled but still holds a {leg} that nobody waits on ({undo.error})"
+        )
+    else:
+        report.violations.append(f"{user_id}: {state.outcome} but still holds a {leg}")
 
 
 async def run_audit(

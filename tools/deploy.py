@@ -9,7 +9,9 @@ Each stage is printed as it happens (docs/operating.md, "Deploying a changed sag
 4. watch the first bookings on the new version (`--canary-for`): one whose
    workflow task fails puts the old version back, and the command fails;
 5. wait until the old version has drained, printing the bookings open on
-   each version; its workers stop themselves then (`run_worker.py`).
+   each version; its workers stop themselves then (`run_worker.py`). If all
+   that is left on it waits for a person (a leg that needs attention), the
+   deploy ends there: its workers stay up until those are decided, then stop.
 
 The new workers it started then run in the foreground until Ctrl-C. If
 the new version never shows up, or fails its first bookings, or the deploy
@@ -34,7 +36,14 @@ from temporalio.common import WorkerDeploymentVersion
 from temporalio.service import RPCError
 
 from config import ConfigError, temporal_connect_config
-from deployment.bookings import drained, failing_since, pinned_to, started_on
+from deployment.bookings import (
+    Bookings,
+    drained,
+    failing_since,
+    left_to_people,
+    pinned_to,
+    started_on,
+)
 from deployment.versions import (
     POLL_SEEN_WITHIN,
     VersionSettings,
@@ -186,16 +195,21 @@ class Deploy:
         verdict = "none failing" if taken else "nothing to judge it by"
         say(f"{key(self.new)} took {taken} booking(s) in {seconds:.0f} s, {verdict}")
 
-    async def await_drained(self, version: WorkerDeploymentVersion) -> None:
+    async def await_drained(
+        self, version: WorkerDeploymentVersion, *, but_for_people: bool = False
+    ) -> Bookings | None:
         """Return once `version` has drained, printing the open bookings as they change.
 
-        Temporal's errors are said and the look tried again: a drain may take
-        as long as the longest booking.
+        `but_for_people`: return sooner, with them, once the bookings left all
+        wait for a person. Temporal's errors are said and the look tried again:
+        a drain may take as long as the longest booking.
         """
         while True:
             try:
                 if await drained(self.client, version):
-                    return
+                    return None
+                if but_for_people and (left := await left_to_people(self.client, version)):
+                    return left
                 await self.say_counts()
             except RPCError as err:
                 say(f"cannot read the deployment ({err.message}); trying again")
@@ -270,14 +284,24 @@ async def deploy(deployment: Deploy, args: argparse.Namespace) -> None:
     await deployment.await_polls(args.poll_within)
     await deployment.take_over(args)
     if deployment.old is not None:
+        old = key(deployment.old)
         try:
-            await deployment.await_drained(deployment.old)
+            left = await deployment.await_drained(deployment.old, but_for_people=True)
         except DeployFailed:
             raise DeployFailed(
-                f"interrupted: {key(new)} stays current and {key(deployment.old)} drains; "
+                f"interrupted: {key(new)} stays current and {old} drains; "
                 f"new bookings wait for workers of {key(new)}: the ones here stop now"
             ) from None
-        say(f"{key(deployment.old)} has drained: its workers stop themselves now")
+        if left:
+            ids = ", ".join(left.user_ids) + (
+                " and more" if left.count > len(left.user_ids) else ""
+            )
+            say(
+                f"{old} keeps {left.count} booking(s) that wait for a person ({ids}): its "
+                "workers stay up until each is decided, then stop themselves"
+            )
+        else:
+            say(f"{old} has drained: its workers stop themselves now")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -2,8 +2,10 @@
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+
+import pytest
 
 from activities import ProviderClient
 from providers import ProviderSettings, serve
@@ -11,6 +13,10 @@ from shared import Leg
 from simulated.faults import Simulation
 from simulated.store import ProviderStore
 from tools.audit import Rows, RowsReader
+from tools.processes import ProviderProcess
+
+QUIET = {"SIM_HOTEL_OUTAGE": "0", "SIM_LATENCY_SECONDS": "0"}
+"""A provider service without the tutorial's hotel outage nor latency."""
 
 
 class ServedProviders:
@@ -85,3 +91,26 @@ def rows_of(stores: Mapping[Leg, ProviderStore]) -> RowsReader:
         return {leg: store.rows() for leg, store in stores.items()}
 
     return read
+
+
+StartProviders = Callable[..., ProviderProcess]
+"""Starts the service (on a port given, or a free one), with `SIM_*` faults as keywords."""
+
+
+@pytest.fixture
+def start_providers(tmp_path: Path) -> Iterator[StartProviders]:
+    """Start provider services over this test's stores (`providers` in its `tmp_path`);
+    stop each after the test."""
+    started: list[ProviderProcess] = []
+
+    def start(port: int | None = None, **faults: str) -> ProviderProcess:
+        providers = ProviderProcess(
+            {**QUIET, **faults, "PROVIDERS_DIR": str(tmp_path / "providers")}, port
+        )
+        providers.start()
+        started.append(providers)
+        return providers
+
+    yield start
+    for providers in started:
+        providers.stop()

@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import BookingActivities
-from shared import DEFAULT_DEADLINE_SECONDS, BookVacationInput, Reservation
+from shared import DEFAULT_DEADLINE_SECONDS, BookVacationInput, Reservation, UndoReport
 
 JOHN = {
     "name": "John Doe",
@@ -105,6 +105,36 @@ class HeldCar(BookingActivities):
         except TimeoutError:
             raise ApplicationError("held by the test", type="ProviderDown") from None
         return await super().book_car(book_input)
+
+
+BROKEN = "hotel undo endpoint returned 500"
+
+
+class BrokenHotelUndo(BookingActivities):
+    """The hotel's undo (and the car's, if `car_broken`) fails until the test mends it.
+
+    `refuse` makes the hotel's a refusal for good.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.mended = False
+        self.refuse = False
+        self.car_broken = False
+
+    @activity.defn(name="undo_book_hotel")
+    async def undo_book_hotel(self, book_input: BookVacationInput) -> UndoReport:
+        if self.refuse:
+            raise ApplicationError("no such booking here", type="Refused", non_retryable=True)
+        if not self.mended:
+            raise ApplicationError(BROKEN)
+        return await super().undo_book_hotel(book_input)
+
+    @activity.defn(name="undo_book_car")
+    async def undo_book_car(self, book_input: BookVacationInput) -> UndoReport:
+        if self.car_broken and not self.mended:
+            raise ApplicationError("car undo endpoint returned 500")
+        return await super().undo_book_car(book_input)
 
 
 def final_status(

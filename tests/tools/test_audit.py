@@ -14,11 +14,12 @@ from typing import NamedTuple
 import pytest
 from temporalio.client import Client
 
-from shared import Leg, Outcome
+from shared import BOOKING_STATUS, Leg, Outcome, Resolution
 from simulated.store import ProviderStore
+from tests.support.histories import eventually
 from tests.support.providers import rows_of, stores_of
-from tests.support.trips import trip
-from tests.support.workers import quick_activities, running_worker
+from tests.support.trips import BrokenHotelUndo, trip
+from tests.support.workers import quick, quick_activities, running_worker
 from tools.audit import over_http, run_audit
 from tools.processes import ROOT
 from workflows import BookingWorkflow
@@ -116,6 +117,38 @@ async def test_audit_reports_a_booking_running_too_long(client: Client, tmp_path
     assert fresh.clean
     assert fresh.outcomes == {"running": 1}
     assert [v for v in stuck.violations if "stuck" in v] != []
+
+
+async def test_a_booking_that_waits_for_a_person_is_listed_and_what_nobody_waits_on_is_not(
+    client: Client, tmp_path: Path
+) -> None:
+    activities = quick(BrokenHotelUndo, tmp_path, hotel_outage=False)
+    booking = trip(flight="invalid-flight-id", undo_attempts=1)
+    stores = stores_of(activities.providers)
+    async with running_worker(client, activities) as task_queue:
+        handle = await client.start_workflow(
+            BookingWorkflow.run, booking, id=booking.book_user_id, task_queue=task_queue
+        )
+        await eventually(lambda: visibly_waiting(client, booking.book_user_id))
+        waiting = await run_audit(client, rows_of(stores), task_queue, stuck_after=timedelta(0))
+        # A person says the room was released, but it was not: the store still holds it.
+        await handle.execute_update(BookingWorkflow.resolve, Resolution(Leg.HOTEL, "gone", "ops"))
+        await handle.result()
+        resolved = await run_audit(client, rows_of(stores), task_queue)
+
+    assert waiting.clean, waiting.summary()
+    assert waiting.outcomes == {Outcome.NEEDS_ATTENTION: 1}
+    assert [item.split(" since ")[0] for item in waiting.needs_attention] == [
+        f"{booking.book_user_id}: hotel held, waits for a person"
+    ]
+    assert resolved.violations == [
+        f"{booking.book_user_id}: still holds a hotel that ops resolved by hand (gone)"
+    ]
+
+
+async def visibly_waiting(client: Client, user_id: str) -> bool:
+    described = await client.get_workflow_handle(user_id).describe()
+    return described.typed_search_attributes.get(BOOKING_STATUS) == Outcome.NEEDS_ATTENTION
 
 
 def audit_command(address: str, booked: Booked) -> subprocess.CompletedProcess[str]:
