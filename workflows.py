@@ -82,6 +82,13 @@ class Stopped(Exception):
     """The saga stopped a step, or started none; the message says why."""
 
 
+class DecisionRefused(ApplicationError):
+    """A person's decision that the saga cannot take now: the message says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, type="DecisionRefused", non_retryable=True)
+
+
 # Plain classes, not dataclasses: the sandbox runs this module afresh for every
 # booking, and generating a dataclass was a quarter of that (about 0.4 ms a run).
 class Step:
@@ -381,10 +388,10 @@ class BookingWorkflow:
     def _may_resolve(self, decision: Resolution) -> None:
         self._check_decision(decision.leg, decision.by, repeats={UndoOutcome.RESOLVED})
         if decision.leg in self._retrying:
-            raise ValueError(f"the {decision.leg}'s undo is being retried: wait for its answer")
+            raise DecisionRefused(f"the {decision.leg}'s undo is being retried: await its answer")
         note = decision.note.strip()
         if not note or len(decision.note) > MAX_NOTE_LENGTH or not note.isprintable():
-            raise ValueError(
+            raise DecisionRefused(
                 f"the note must say how it was released, in 1 to {MAX_NOTE_LENGTH} "
                 "printable characters"
             )
@@ -396,18 +403,18 @@ class BookingWorkflow:
         history. An unknown leg is refused before this, as arguments that do not decode.
         """
         if not by.strip() or not by.isprintable() or len(by) > 100:
-            raise ValueError("say who decides: 1 to 100 printable characters")
+            raise DecisionRefused("say who decides: 1 to 100 printable characters")
         undo = self._state.undo_of(leg)
         if undo is not None and undo.decided_by is not None and undo.outcome in repeats:
             return  # a repeat: it answers what it did the first time
         if self._state.outcome is not Outcome.NEEDS_ATTENTION:
-            raise ValueError(
+            raise DecisionRefused(
                 f"booking {self._state.user_id} is not waiting for a decision: "
                 f"it is {self._state.outcome}"
             )
         if undo is None or undo.outcome is not UndoOutcome.NEEDS_ATTENTION:
             done = f"its undo: {undo.outcome}" if undo else "it had nothing to undo"
-            raise ValueError(f"the {leg} does not need attention ({done})")
+            raise DecisionRefused(f"the {leg} does not need attention ({done})")
 
     def _decided(self, leg: Leg) -> Compensation:
         """Return a leg's compensation as its decision left it (a repeat's answer)."""

@@ -164,6 +164,12 @@ class Following(Operations):
         ended = BookingEnded(f"booking {user_id} has already ended", user_id)
         if status != WorkflowExecutionStatus.RUNNING:
             raise ended
+        if found.typed_search_attributes.get(BOOKING_STATUS) == Outcome.NEEDS_ATTENTION:
+            raise BookingEnded(
+                f"booking {user_id} is undone already, but for a leg that waits for a "
+                "person: retry its undo, or resolve it",
+                user_id,
+            )
         try:
             await bounded(handle.cancel(rpc_timeout=RPC_TIMEOUT))
         except RPCError as err:

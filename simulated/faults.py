@@ -31,8 +31,7 @@ class ProviderFaults:
 
     @classmethod
     def from_env(cls, leg: Leg, env: Mapping[str, str]) -> "ProviderFaults":
-        """Read SIM_<LEG>_OUTAGE_RATE, _REJECT_RATE, _UNDO_REJECT_RATE, _LOST_REPLY_RATE,
-        _LATENCY_SECONDS and _STOCK."""
+        """Read the provider's SIM_<LEG>_* variables (docs/operating.md, "Configuration")."""
         prefix = f"SIM_{leg.upper()}_"
 
         def rate(name: str) -> float:

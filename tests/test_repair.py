@@ -102,7 +102,7 @@ def until_waiting(api: FlaskClient, user_id: str) -> dict[str, Any]:
 
 
 def progress(client_loop: ClientLoop, api_client: Client, user_id: str) -> BookingState:
-    handle = api_client.get_workflow_handle_for(BookingWorkflow.run, user_id)
+    handle = api_client.get_workflow_handle(user_id, result_type=BookingState)
     return client_loop.run(handle.query(BookingWorkflow.progress))
 
 

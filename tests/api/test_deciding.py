@@ -156,6 +156,15 @@ def test_resolving_completes_it_with_the_note_and_the_operators_name(
     assert again.get_json()["undo"] == undo
 
 
+def test_cancelling_a_booking_that_waits_for_a_person_is_a_conflict(keyed: FlaskClient) -> None:
+    user_id = waiting(keyed)
+
+    answer = keyed.post(f"/bookings/{user_id}/cancel", headers=OPS)
+
+    assert answer.status_code == 409
+    assert "waits for a person: retry its undo, or resolve it" in answer.get_json()["detail"]
+
+
 def booking_ended(http: FlaskClient, body: dict[str, Any]) -> str:
     response = http.post("/bookings", json=body, headers=as_("alice"))
     user_id = str(response.get_json()["user_id"])

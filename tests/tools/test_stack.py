@@ -37,6 +37,10 @@ ACCESS = (ROOT / "docs" / "access.md").read_text()
 """The page on API keys: its examples run against `make run` with keys."""
 PROVIDERS_PAGE = (ROOT / "docs" / "providers.md").read_text()
 """The page on the providers: its examples run against `make run`'s provider service."""
+OPERATING = (ROOT / "docs" / "operating.md").read_text()
+REPAIR = OPERATING.split("\n## An undo that keeps failing\n")[1].split("\n## ")[0]
+"""The section on repairing a booking: its examples run against `make run`, its car
+rental refusing every undo."""
 EXAMPLE = re.compile(r"```bash\n(curl [^`]*?)```\s*\n(?:[^`]*?\n)?```json\n(.*?)```", re.DOTALL)
 BOOKING_ID = re.compile(r"^([a-z-]+-\d{6}|trip-[0-9a-f]{16})$")
 MAKE_KEY = re.compile(r"^(make -s api-key NAME=(\w+) ROLE=\w+)", re.MULTILINE)
@@ -63,6 +67,17 @@ def access_examples() -> list[tuple[str, str]]:
     return examples
 
 
+def repair_examples() -> list[tuple[str, str]]:
+    """Return each curl command of docs/operating.md's repair, with the JSON shown after it."""
+    examples = EXAMPLE.findall(REPAIR)
+    assert len(examples) == 5, "Jane's booking, its status, the list, a retry, a resolve"
+    return examples
+
+
+CLI = re.search(r"```bash\n(\.venv/bin/temporal workflow update execute .*?)```", REPAIR, re.DOTALL)
+CLI_ANSWER = re.search(r"```text\n(\{\n  \"name\": \"resolve\".*?)```", REPAIR, re.DOTALL)
+
+
 def make_keys(keys_file: Path) -> dict[str, str]:
     """Run the Access section's `make api-key` commands; return each key by its variable."""
     keys = {}
@@ -83,6 +98,9 @@ def make_keys(keys_file: Path) -> dict[str, str]:
 SHAPES = {
     "reservation_id": r"[a-z]+-\d+",  # ids grow
     "started_at": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z",  # time moves
+    "needs_attention_since": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z",
+    "since": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00",  # as the CLI shows it
+    "updateId": r"[0-9a-f-]{36}",
 }
 """Fields whose documented value only shows their shape."""
 
@@ -186,6 +204,49 @@ def make_run(env: dict[str, str]) -> Iterator[Output]:
         output.wait_for("stack | stopped", timeout=5)
     assert len(children) >= 5, f"expected the supervisor and four children, saw {children}"
     assert not [pid for pid in children if alive(pid)]
+
+
+@pytest.mark.timeout(240)
+def test_make_run_repairs_a_booking_that_waits_for_a_person_as_documented(
+    tmp_path: Path,
+) -> None:
+    api, grpc = free_port(), free_port()
+    env = {
+        "PORT": str(api),
+        "TEMPORAL_PORT": str(grpc),
+        "TEMPORAL_UI_PORT": str(free_port()),
+        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
+        "PROVIDERS_PORT": str(free_port()),
+        "PROVIDERS_DIR": str(tmp_path / "providers"),
+        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+        "SIM_CAR_UNDO_REJECT_RATE": "1",
+    }
+    assert CLI is not None
+    assert CLI_ANSWER is not None
+    examples = repair_examples()
+    ids: dict[str, str] = {}
+    with make_run(env):
+        for command, documented in examples:
+            run_example(command, documented, api, ids)
+        # A second booking, decided at a terminal.
+        second: dict[str, str] = {}
+        for command, documented in examples[:2]:
+            run_example(
+                command.replace("138367", "849512"),
+                documented.replace("138367", "849512"),
+                api,
+                second,
+            )
+        commands = CLI.group(1).replace(
+            ".venv/bin/temporal", f"{temporal_binary()} --address 127.0.0.1:{grpc}"
+        )
+        commands = commands.replace("jane-smith-849512", second["jane-smith-849512"])
+        cli = subprocess.run(["bash", "-c", commands], capture_output=True, text=True, check=True)
+    answered = json.loads(cli.stdout[cli.stdout.rindex('{\n  "name": "resolve"') :])
+    documented = json.loads(
+        CLI_ANSWER.group(1).replace("jane-smith-849512", second["jane-smith-849512"])
+    )
+    assert same_shape(documented, answered), answered
 
 
 def get_json(url: str) -> dict[str, object]:
