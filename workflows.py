@@ -317,6 +317,10 @@ class BookingWorkflow:
                 )
             except asyncio.TimeoutError:  # noqa: UP041 (TimeoutError here is Temporal's)
                 self._remind()
+            except asyncio.CancelledError:
+                # A cancel request: the booking is undone already, but for what
+                # waits for a person, so it waits on (see `finish` too).
+                workflow.logger.info("Cancel requested while waiting for a person: waiting on")
         # A decision's update answers before the booking completes.
         await workflow.wait_condition(workflow.all_handlers_finished)
 
@@ -350,12 +354,16 @@ class BookingWorkflow:
                 return self._decided(ask.leg)
             running = asyncio.create_task(self._retry(ask, earlier))
             self._retrying[ask.leg] = running
-            running.add_done_callback(lambda _: self._retrying.pop(ask.leg, None))
         return await running
 
     async def _retry(self, ask: RetryUndo, earlier: Compensation) -> Compensation:
         step = next(step for step in STEPS if step.leg is ask.leg)
-        tried = await self._run_undo(step, self._input, f"Retry {ask.leg} undo, asked by {ask.by}")
+        try:
+            tried = await self._run_undo(
+                step, self._input, f"Retry {ask.leg} undo, asked by {ask.by}"
+            )
+        finally:
+            del self._retrying[ask.leg]
         retried = dataclasses.replace(earlier, retries=earlier.retries + 1)
         if tried.outcome is UndoOutcome.NEEDS_ATTENTION:
             retried = dataclasses.replace(retried, error=tried.error)
@@ -386,7 +394,8 @@ class BookingWorkflow:
 
     @resolve.validator
     def _may_resolve(self, decision: Resolution) -> None:
-        self._check_decision(decision.leg, decision.by, repeats={UndoOutcome.RESOLVED})
+        if self._check_decision(decision.leg, decision.by, repeats={UndoOutcome.RESOLVED}):
+            return
         if decision.leg in self._retrying:
             raise DecisionRefused(f"the {decision.leg}'s undo is being retried: await its answer")
         note = decision.note.strip()
@@ -396,8 +405,8 @@ class BookingWorkflow:
                 "printable characters"
             )
 
-    def _check_decision(self, leg: Leg, by: str, repeats: set[UndoOutcome]) -> None:
-        """Refuse a decision that cannot be taken now; accept a repeat of one that was.
+    def _check_decision(self, leg: Leg, by: str, repeats: set[UndoOutcome]) -> bool:
+        """Refuse a decision that cannot be taken now; return whether it repeats one that was.
 
         A refusal records nothing: Temporal leaves a rejected update out of the
         history. An unknown leg is refused before this, as arguments that do not decode.
@@ -406,7 +415,7 @@ class BookingWorkflow:
             raise DecisionRefused("say who decides: 1 to 100 printable characters")
         undo = self._state.undo_of(leg)
         if undo is not None and undo.decided_by is not None and undo.outcome in repeats:
-            return  # a repeat: it answers what it did the first time
+            return True  # a repeat: it answers what it did the first time
         if self._state.outcome is not Outcome.NEEDS_ATTENTION:
             raise DecisionRefused(
                 f"booking {self._state.user_id} is not waiting for a decision: "
@@ -415,6 +424,7 @@ class BookingWorkflow:
         if undo is None or undo.outcome is not UndoOutcome.NEEDS_ATTENTION:
             done = f"its undo: {undo.outcome}" if undo else "it had nothing to undo"
             raise DecisionRefused(f"the {leg} does not need attention ({done})")
+        return False
 
     def _decided(self, leg: Leg) -> Compensation:
         """Return a leg's compensation as its decision left it (a repeat's answer)."""

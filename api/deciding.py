@@ -14,6 +14,8 @@ from typing import Any
 from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
 from temporalio.service import RPCError, RPCStatusCode
@@ -33,12 +35,16 @@ from api.temporal import (
 from shared import Compensation, Leg, Resolution, RetryUndo, UndoOutcome
 from workflows import BookingWorkflow
 
-DECISION_WAIT = timedelta(seconds=20)
-"""How long a request waits for a retried undo's answer (an undo's attempts may take
-minutes): past it, the retry goes on and the answer says where to follow it."""
-
-ACCEPT_WAIT = timedelta(seconds=10)
+ACCEPT_WAIT = timedelta(seconds=5)
 """How long a worker may take to take a decision up (validate it, and accept it)."""
+
+DECISION_WAIT = timedelta(seconds=15)
+"""How long a request waits for a retried undo's answer (an undo's attempts may take
+minutes): past it, the retry goes on and the answer says where to follow it. With the
+look at the booking and `ACCEPT_WAIT`, under the shortest request timeout (30 s)."""
+
+CUT_SHORT = (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError)
+"""How a wait on an update ends when it takes too long."""
 
 NOT_TAKEN_UP = "no worker took the decision up; try again shortly"
 
@@ -54,9 +60,12 @@ RESOLVE_REPEATS = {UndoOutcome.RESOLVED}
 class Deciding(Operations):
     """Takes an operator's decision on a booking's leg to the saga, and brings back what it did."""
 
+    accept_wait: timedelta = ACCEPT_WAIT
+    decision_wait: timedelta = DECISION_WAIT
+
     @reaching_temporal
     async def retry_undo(self, user_id: str, leg: Leg, caller: Caller) -> Compensation | None:
-        """Run a leg's undo again; return what it did (None: still running past `DECISION_WAIT`)."""
+        """Run a leg's undo again; return what it did (None: it runs past `decision_wait`)."""
         retry = RetryUndo(leg, decider(caller))
         return await self._decide(user_id, caller, BookingWorkflow.retry_undo, retry, RETRY_REPEATS)
 
@@ -93,23 +102,27 @@ class Deciding(Operations):
     async def _ask(
         self, handle: Handle, update: Any, decision: RetryUndo | Resolution
     ) -> Compensation | None:
-        """Take a decision to the saga; return what it did (None: it still runs)."""
+        """Take a decision to the saga; return what it did (None: it still runs).
+
+        A wait cut short ends in the SDK's own error, whether by its
+        `rpc_timeout` or by `bounded` (which also bounds a connection retried).
+        """
         try:
-            started = await bounded(
+            started: WorkflowUpdateHandle[Compensation] = await bounded(
                 handle.start_update(
                     update,
                     decision,
                     wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-                    rpc_timeout=RPC_TIMEOUT,
+                    rpc_timeout=self.accept_wait,
                 ),
-                ACCEPT_WAIT,
+                self.accept_wait,
             )
-        except TimeoutError:
-            raise Unavailable(NOT_TAKEN_UP) from None
+        except CUT_SHORT:
+            raise Unavailable(NOT_TAKEN_UP) from None  # no worker, or none in time
         try:
-            return await bounded(started.result(), DECISION_WAIT)
-        except TimeoutError:
-            return None
+            return await bounded(started.result(rpc_timeout=self.decision_wait), self.decision_wait)
+        except CUT_SHORT:
+            return None  # it runs on
 
     async def _after_the_end(
         self, handle: Handle, decision: RetryUndo | Resolution, repeats: Collection[UndoOutcome]

@@ -103,7 +103,11 @@ def status_view(state: BookingState) -> BookingView:
     legs = {}
     for leg in state.legs:
         undo = undone.get(leg.leg)
-        waits = undo is not None and undo.outcome is UndoOutcome.NEEDS_ATTENTION
+        waits = (
+            state.outcome is Outcome.NEEDS_ATTENTION
+            and undo is not None
+            and undo.outcome is UndoOutcome.NEEDS_ATTENTION
+        )
         legs[leg.leg] = LegView(
             item=leg.item_id,
             state=undo.outcome.value if undo else leg.status.value,

@@ -38,7 +38,7 @@ from shared import (
 from tests.support.histories import activity_runs
 from tests.support.keys import API_KEYS, as_
 from tests.support.providers import StartProviders
-from tests.support.trips import final_status, trip
+from tests.support.trips import final_status, listed_with, trip
 from tests.support.workers import worker_thread
 from tools.processes import ROOT, ProviderProcess
 from workflows import BookingWorkflow
@@ -137,7 +137,7 @@ def test_an_operator_retries_while_the_car_rental_is_down_then_once_it_is_back(
     with worker_thread(address, StoppedAtTheCarUndo(providers), task_queue):
         user_id = start_janes_booking(client_loop, api_client, task_queue)
         shown = until_waiting(api, user_id)
-        listed = api.get("/bookings?status=needs attention", headers=OPS).get_json()
+        listed = listed_with(api, "needs attention", user_id, OPS)
         waiting = progress(client_loop, api_client, user_id)
         while_down = retry(api, user_id)
         still = api.get(f"/bookings/{user_id}", headers=OPS).get_json()["status"]

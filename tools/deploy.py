@@ -234,7 +234,12 @@ class Deploy:
             return
         say(f"the bookings {key(self.new)} took finish on it first (Ctrl-C leaves them)")
         with contextlib.suppress(DeployFailed):  # Ctrl-C
-            await self.await_drained(self.new)
+            if left := await self.await_drained(self.new, but_for_people=True):
+                say(
+                    f"{key(self.new)} keeps {left.count} booking(s) that wait for a person: "
+                    "its workers run here until Ctrl-C, which leaves them stuck"
+                )
+                await self.stop.wait()
 
     async def take_over(self, args: argparse.Namespace) -> None:
         """Ramp (if asked), switch and watch; put the old version back if any of it fails."""

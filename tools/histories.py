@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from shared import Leg, Resolution, RetryUndo, search_attributes_at_start
-from tests.support.histories import cancel_seen, eventually, step_cancel_requested
+from tests.support.histories import cancel_seen, eventually, step_cancel_requested, timers
 from tests.support.trips import BrokenHotelUndo, Gate, GatedFlight, trip
 from tests.support.workers import quick, running_worker
 from tools.processes import ROOT, SEARCH_ATTRIBUTE_FLAGS, temporal_binary
@@ -81,6 +81,10 @@ async def decided(client: Client, scratch: Path, names: set[str]) -> dict[str, H
         await handle.execute_update(retry, RetryUndo(Leg.HOTEL, "golden-ops"))
 
     async def resolved(handle: Handle) -> None:
+        # A reminder, then a cancel request while it waits: each goes on waiting.
+        await eventually(lambda: reminded(handle))
+        await handle.cancel()
+        await eventually(lambda: cancel_seen(handle))
         await handle.execute_update(resolve, Resolution(Leg.HOTEL, "by phone", "golden-ops"))
 
     runs: dict[str, Callable[[Handle], Awaitable[None]]] = {
@@ -94,13 +98,23 @@ async def decided(client: Client, scratch: Path, names: set[str]) -> dict[str, H
                 continue
             activities.mended = False
             handle = await start(
-                client, name, task_queue, flight="invalid-flight-id", undo_attempts=2
+                client,
+                name,
+                task_queue,
+                flight="invalid-flight-id",
+                undo_attempts=2,
+                reminder_seconds=1,
             )
             await eventually(lambda: waits(handle))  # noqa: B023
             await decide(handle)
             await handle.result()
             handles[name] = handle
     return handles
+
+
+async def reminded(handle: Handle) -> bool:
+    """Whether a reminder of the booking has fired."""
+    return any(ended == "fired" for _, ended in await timers(handle))
 
 
 async def waits(handle: Handle) -> bool:

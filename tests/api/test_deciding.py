@@ -5,9 +5,12 @@ undo of a booking until the test mends it: Jane's booking (the hotel
 refused) then waits for a person with its car held.
 """
 
+import asyncio
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,26 +21,32 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities import BookingActivities
+from api.deciding import NOT_TAKEN_UP
 from api.loop import ClientLoop
 from api.settings import ApiSettings
-from shared import MAX_NOTE_LENGTH, BookVacationInput, UndoReport
+from shared import MAX_NOTE_LENGTH, BookVacationInput, UndoReport, search_attributes_at_start
 from tests.support.calls import CallRecorder
 from tests.support.keys import API_KEYS, as_
-from tests.support.trips import JANE, JOHN, final_status
+from tests.support.trips import JANE, JOHN, final_status, listed_with, trip
 from tests.support.workers import held_by, quick, worker_thread
+from workflows import BookingWorkflow
 
 
 class RefusedCarUndo(BookingActivities):
-    """The car rental refuses to undo a booking (for good) until its id is in `mended`."""
+    """The car rental refuses to undo a booking (for good) until its id is in `mended`;
+    it takes 3 s over the undo of one in `slow`."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.mended: set[str] = set()
+        self.slow: set[str] = set()
 
     @activity.defn(name="undo_book_car")
     async def undo_book_car(self, book_input: BookVacationInput) -> UndoReport:
         if book_input.book_user_id not in self.mended:
             raise ApplicationError("car rental: undo refused", type="Refused", non_retryable=True)
+        if book_input.book_user_id in self.slow:
+            await asyncio.sleep(3)
         return await super().undo_book_car(book_input)
 
 
@@ -83,7 +92,7 @@ def test_a_waiting_booking_shows_its_leg_and_what_an_operator_can_do(keyed: Flas
     user_id = waiting(keyed)
 
     shown = keyed.get(f"/bookings/{user_id}", headers=OPS).get_json()
-    listed = keyed.get("/bookings?status=needs attention", headers=OPS).get_json()
+    listed = listed_with(keyed, "needs attention", user_id, OPS)
 
     car = shown["legs"]["car"]
     assert car["state"] == "needs attention"
@@ -96,7 +105,6 @@ def test_a_waiting_booking_shows_its_leg_and_what_an_operator_can_do(keyed: Flas
     }
     assert shown["legs"]["hotel"]["state"] == "nothing to undo"
     assert "actions" not in shown["legs"]["hotel"]
-    assert user_id in [b["user_id"] for b in listed["bookings"]]
     assert {b["status"] for b in listed["bookings"]} == {"needs attention"}
 
 
@@ -163,6 +171,56 @@ def test_cancelling_a_booking_that_waits_for_a_person_is_a_conflict(keyed: Flask
 
     assert answer.status_code == 409
     assert "waits for a person: retry its undo, or resolve it" in answer.get_json()["detail"]
+
+
+@pytest.fixture
+def impatient(
+    make_app: Callable[..., Flask], api_settings: ApiSettings, activities: RefusedCarUndo
+) -> FlaskClient:
+    """The API with keys, waiting 1 s for a worker to take a decision up, and 1 s for its answer."""
+    app = make_app(replace(api_settings, api_keys=API_KEYS))
+    second = timedelta(seconds=1)
+    deciding = app.extensions["deciding"]
+    app.extensions["deciding"] = replace(deciding, accept_wait=second, decision_wait=second)
+    return app.test_client()
+
+
+def test_a_retry_that_runs_on_answers_202_and_completes_the_booking_later(
+    impatient: FlaskClient, activities: RefusedCarUndo
+) -> None:
+    user_id = waiting(impatient)
+    activities.mended.add(user_id)
+    activities.slow.add(user_id)
+
+    answer = decide(impatient, user_id, "car", "retry-undo", headers=OPS)
+    ended = final_status(impatient, f"/bookings/{user_id}", OPS)
+
+    assert answer.status_code == 202
+    assert answer.headers["Location"] == f"/bookings/{user_id}"
+    assert answer.get_json()["status_url"] == f"/bookings/{user_id}"
+    assert ended["result"]["compensations"][-1]["outcome"] == "released"
+
+
+def test_a_decision_no_worker_takes_up_answers_503(
+    impatient: FlaskClient, client_loop: ClientLoop, api_client: Client
+) -> None:
+    booking = replace(trip(), book_user_id=f"jane-smith-{uuid.uuid4().hex[:6]}")
+    start = api_client.start_workflow(
+        BookingWorkflow.run,
+        booking,
+        id=booking.book_user_id,
+        task_queue=f"nobody-{uuid.uuid4()}",
+        search_attributes=search_attributes_at_start("Jane Smith", "alice"),
+    )
+    handle = client_loop.run(start)
+    try:
+        answer = decide(impatient, booking.book_user_id, "car", "retry-undo", headers=OPS)
+    finally:
+        client_loop.run(handle.terminate("test over"))
+
+    assert answer.status_code == 503
+    assert answer.get_json()["detail"] == NOT_TAKEN_UP
+    assert answer.headers["Retry-After"] == "5"
 
 
 def booking_ended(http: FlaskClient, body: dict[str, Any]) -> str:

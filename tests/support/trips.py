@@ -11,7 +11,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import BookingActivities
-from shared import DEFAULT_DEADLINE_SECONDS, BookVacationInput, Reservation, UndoReport
+from shared import (
+    DEFAULT_DEADLINE_SECONDS,
+    DEFAULT_REMINDER_SECONDS,
+    BookVacationInput,
+    Reservation,
+    UndoReport,
+)
 
 JOHN = {
     "name": "John Doe",
@@ -45,6 +51,7 @@ def trip(
     undo_attempts: int = 10,
     parallel_undo: bool = False,
     deadline_seconds: int = DEFAULT_DEADLINE_SECONDS,
+    reminder_seconds: int = DEFAULT_REMINDER_SECONDS,
 ) -> BookVacationInput:
     return BookVacationInput(
         attempts=attempts,
@@ -55,6 +62,7 @@ def trip(
         undo_attempts=undo_attempts,
         parallel_undo=parallel_undo,
         deadline_seconds=deadline_seconds,
+        reminder_seconds=reminder_seconds,
     )
 
 
@@ -147,4 +155,17 @@ def final_status(
         if body["status"] in ("confirmed", "cancelled"):
             return body
         assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+
+
+def listed_with(
+    http: FlaskClient, status: str, user_id: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Poll `GET /bookings?status=...` until it lists `user_id` (visibility lags); return it."""
+    deadline = time.monotonic() + 30
+    while True:
+        listed: dict[str, Any] = http.get(f"/bookings?status={status}", headers=headers).get_json()
+        if user_id in [booking["user_id"] for booking in listed["bookings"]]:
+            return listed
+        assert time.monotonic() < deadline, listed
         time.sleep(0.1)

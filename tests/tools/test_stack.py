@@ -75,6 +75,7 @@ def repair_examples() -> list[tuple[str, str]]:
 
 
 CLI = re.search(r"```bash\n(\.venv/bin/temporal workflow update execute .*?)```", REPAIR, re.DOTALL)
+CLI_REFUSED = re.search(r"exits 1 with the saga's reason: `(Error: [^`]*)`", REPAIR)
 CLI_ANSWER = re.search(r"```text\n(\{\n  \"name\": \"resolve\".*?)```", REPAIR, re.DOTALL)
 
 
@@ -237,9 +238,17 @@ def test_make_run_repairs_a_booking_that_waits_for_a_person_as_documented(
                 api,
                 second,
             )
-        commands = CLI.group(1).replace(
-            ".venv/bin/temporal", f"{temporal_binary()} --address 127.0.0.1:{grpc}"
+        temporal = f"{temporal_binary()} --address 127.0.0.1:{grpc}"
+        on_the_hotel = f"--workflow-id {second['jane-smith-849512']} --name retry_undo"
+        hotel = """'{"leg": "hotel", "by": "alice"}'"""
+        refused = subprocess.run(
+            f"{temporal} workflow update execute {on_the_hotel} --input {hotel}",
+            shell=True,
+            capture_output=True,
+            text=True,
+            check=False,
         )
+        commands = CLI.group(1).replace(".venv/bin/temporal", temporal)
         commands = commands.replace("jane-smith-849512", second["jane-smith-849512"])
         cli = subprocess.run(["bash", "-c", commands], capture_output=True, text=True, check=True)
     answered = json.loads(cli.stdout[cli.stdout.rindex('{\n  "name": "resolve"') :])
@@ -247,6 +256,9 @@ def test_make_run_repairs_a_booking_that_waits_for_a_person_as_documented(
         CLI_ANSWER.group(1).replace("jane-smith-849512", second["jane-smith-849512"])
     )
     assert same_shape(documented, answered), answered
+    assert CLI_REFUSED is not None
+    assert refused.returncode == 1
+    assert " ".join(refused.stderr.split()) == " ".join(CLI_REFUSED.group(1).split())
 
 
 def get_json(url: str) -> dict[str, object]:
