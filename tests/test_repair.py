@@ -14,9 +14,9 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from flask import Flask
@@ -118,6 +118,31 @@ def audit(address: str, url: str, task_queue: str) -> subprocess.CompletedProces
     )
 
 
+class Waiting(NamedTuple):
+    """Jane's booking, waiting for a person: the provider service, its id, its status then."""
+
+    providers: ProviderProcess
+    user_id: str
+    shown: dict[str, Any]
+
+
+@pytest.fixture
+def waiting_jane(
+    start_providers: StartProviders,
+    api: FlaskClient,
+    client_loop: ClientLoop,
+    api_client: Client,
+    address: str,
+    task_queue: str,
+) -> Iterator[Waiting]:
+    """Jane's booking (`undo_attempts=2`), its car's undo failing against a stopped service;
+    its worker runs until the test's end."""
+    providers = start_providers()
+    with worker_thread(address, StoppedAtTheCarUndo(providers), task_queue):
+        user_id = start_janes_booking(client_loop, api_client, task_queue)
+        yield Waiting(providers, user_id, until_waiting(api, user_id))
+
+
 def retry(api: FlaskClient, user_id: str) -> dict[str, Any]:
     answer = api.post(f"/bookings/{user_id}/legs/car/retry-undo", headers=OPS)
     assert answer.status_code == 200, answer.get_json()
@@ -126,6 +151,7 @@ def retry(api: FlaskClient, user_id: str) -> dict[str, Any]:
 
 @pytest.mark.timeout(120)
 def test_an_operator_retries_while_the_car_rental_is_down_then_once_it_is_back(
+    waiting_jane: Waiting,
     start_providers: StartProviders,
     api: FlaskClient,
     client_loop: ClientLoop,
@@ -133,18 +159,15 @@ def test_an_operator_retries_while_the_car_rental_is_down_then_once_it_is_back(
     address: str,
     task_queue: str,
 ) -> None:
-    providers = start_providers()
-    with worker_thread(address, StoppedAtTheCarUndo(providers), task_queue):
-        user_id = start_janes_booking(client_loop, api_client, task_queue)
-        shown = until_waiting(api, user_id)
-        listed = listed_with(api, "needs attention", user_id, OPS)
-        waiting = progress(client_loop, api_client, user_id)
-        while_down = retry(api, user_id)
-        still = api.get(f"/bookings/{user_id}", headers=OPS).get_json()["status"]
-        start_providers(providers.port)  # back where the worker knows it
-        once_back = retry(api, user_id)
-        ended = final_status(api, f"/bookings/{user_id}", OPS)
-        audited = audit(address, providers.url, task_queue)
+    providers, user_id, shown = waiting_jane
+    listed = listed_with(api, "needs attention", user_id, OPS)
+    waiting = progress(client_loop, api_client, user_id)
+    while_down = retry(api, user_id)
+    still = api.get(f"/bookings/{user_id}", headers=OPS).get_json()["status"]
+    start_providers(providers.port)  # back where the worker knows it
+    once_back = retry(api, user_id)
+    ended = final_status(api, f"/bookings/{user_id}", OPS)
+    audited = audit(address, providers.url, task_queue)
 
     assert [b["user_id"] for b in listed["bookings"]] == [user_id]
     assert shown["legs"]["car"]["state"] == "needs attention"
@@ -183,23 +206,19 @@ def release_by_hand(url: str, user_id: str) -> dict[str, Any]:
 
 @pytest.mark.timeout(120)
 def test_a_booking_resolved_by_hand_completes_with_the_note_and_the_operators_name(
+    waiting_jane: Waiting,
     start_providers: StartProviders,
     api: FlaskClient,
-    client_loop: ClientLoop,
-    api_client: Client,
     address: str,
     task_queue: str,
 ) -> None:
-    providers = start_providers()
-    with worker_thread(address, StoppedAtTheCarUndo(providers), task_queue):
-        user_id = start_janes_booking(client_loop, api_client, task_queue)
-        until_waiting(api, user_id)
-        start_providers(providers.port)
-        released = release_by_hand(providers.url, user_id)
-        note = {"note": "released at the rental desk's own console"}
-        resolved = api.post(f"/bookings/{user_id}/legs/car/resolve", headers=OPS, json=note)
-        ended = final_status(api, f"/bookings/{user_id}", OPS)
-        audited = audit(address, providers.url, task_queue)
+    providers, user_id, _ = waiting_jane
+    start_providers(providers.port)
+    released = release_by_hand(providers.url, user_id)
+    note = {"note": "released at the rental desk's own console"}
+    resolved = api.post(f"/bookings/{user_id}/legs/car/resolve", headers=OPS, json=note)
+    ended = final_status(api, f"/bookings/{user_id}", OPS)
+    audited = audit(address, providers.url, task_queue)
 
     assert released == {"leg": "car", "released": True}
     assert resolved.status_code == 200, resolved.get_json()
