@@ -46,7 +46,10 @@ look at the booking and `ACCEPT_WAIT`, under the shortest request timeout (30 s)
 CUT_SHORT = (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError)
 """How a wait on an update ends when it takes too long."""
 
-NOT_TAKEN_UP = "no worker took the decision up; try again shortly"
+NOT_TAKEN_UP = (
+    "no worker took the decision up yet: Temporal keeps it, and it applies once a worker "
+    "does; asking again is safe"
+)
 
 ANONYMOUS_DECIDER = "anonymous"
 """Who decided, as recorded while the API takes no keys."""

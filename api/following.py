@@ -167,7 +167,7 @@ class Following(Operations):
         if found.typed_search_attributes.get(BOOKING_STATUS) == Outcome.NEEDS_ATTENTION:
             raise BookingEnded(
                 f"booking {user_id} is undone already, but for a leg that waits for a "
-                "person: retry its undo, or resolve it",
+                "person: an operator's decision",
                 user_id,
             )
         try:

@@ -93,18 +93,20 @@ def decision_answer(
     return send(decided_view(user_id, undo)) if undo is not None else accepted(user_id)
 
 
-def status_view(state: BookingState) -> BookingView:
+def status_view(state: BookingState, *, may_decide: bool = True) -> BookingView:
     """Return a booking's state as `GET /bookings/<id>` shows it.
 
     The result is shown as soon as the outcome is final, which the progress
-    query can report a moment before the workflow has closed.
+    query can report a moment before the workflow has closed. `may_decide`:
+    the caller may take a leg's decisions, so each waiting leg shows them.
     """
     undone = {c.leg: c for c in state.compensations}
     legs = {}
     for leg in state.legs:
         undo = undone.get(leg.leg)
         waits = (
-            state.outcome is Outcome.NEEDS_ATTENTION
+            may_decide
+            and state.outcome is Outcome.NEEDS_ATTENTION
             and undo is not None
             and undo.outcome is UndoOutcome.NEEDS_ATTENTION
         )

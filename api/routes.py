@@ -14,6 +14,7 @@ from api.contract import (
     OPERATORS,
     STILL_RUNNING,
     Answer,
+    Role,
     openapi_document,
     operation,
 )
@@ -103,7 +104,7 @@ async def get_booking(user_id: str) -> Response:
     """Show a booking's legs while it runs, and its result once done."""
     found = await following().status(user_id, current_caller())
     if isinstance(found, BookingState):
-        return send(status_view(found))
+        return send(status_view(found, may_decide=current_caller().role is not Role.CLIENT))
     return send(ended_view(user_id, found))
 
 

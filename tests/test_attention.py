@@ -164,6 +164,23 @@ async def test_a_repeated_decision_answers_what_it_did_the_first_time(
     assert again == first == result.compensations[1]
 
 
+async def test_a_repeated_resolve_answers_the_first_even_with_a_note_it_would_refuse(
+    client: Client, tmp_path: Path
+) -> None:
+    activities = quick(BrokenHotelUndo, tmp_path)
+    activities.car_broken = True  # so that the booking still waits after the hotel's decision
+    async with waiting_booking(client, activities) as handle:
+        first = await handle.execute_update(
+            BookingWorkflow.resolve, Resolution(Leg.HOTEL, "by phone", "alice")
+        )
+        again = await handle.execute_update(
+            BookingWorkflow.resolve, Resolution(Leg.HOTEL, " ", "bob")
+        )
+        await handle.execute_update(BookingWorkflow.resolve, Resolution(Leg.CAR, "by phone", "a"))
+
+    assert again == first
+
+
 async def test_the_reminder_repeats_on_a_workflow_timer_while_it_waits(
     client: Client, tmp_path: Path
 ) -> None:

@@ -237,9 +237,9 @@ class Deploy:
             if left := await self.await_drained(self.new, but_for_people=True):
                 say(
                     f"{key(self.new)} keeps {left.count} booking(s) that wait for a person: "
-                    "its workers run here until Ctrl-C, which leaves them stuck"
+                    "its workers run here until each is decided (Ctrl-C leaves them stuck)"
                 )
-                await self.stop.wait()
+                await self.await_drained(self.new)
 
     async def take_over(self, args: argparse.Namespace) -> None:
         """Ramp (if asked), switch and watch; put the old version back if any of it fails."""

@@ -1,13 +1,15 @@
 """`api/presenters.py`: a booking's state as the documented JSON."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from flask import Flask
 from temporalio.client import WorkflowExecutionStatus
 
 from api.following import BookingPage, ListedBooking
 from api.presenters import listing_view, status_view, summary_view
-from shared import BookingState, Leg, LegState, Outcome
+from shared import BookingState, Compensation, Leg, LegState, Outcome, UndoOutcome
 
 
 @pytest.mark.parametrize("outcome", list(Outcome))
@@ -19,6 +21,32 @@ def test_status_shows_the_result_exactly_when_the_outcome_is_final(outcome: Outc
 
     assert view.status == outcome.value
     assert (view.result is not None) == (outcome in (Outcome.CONFIRMED, Outcome.CANCELLED))
+
+
+def awaiting_car(outcome: Outcome) -> BookingState:
+    """Jane's booking whose car's undo needs attention, as the saga says it stands."""
+    state = BookingState("jane-smith-000001", [LegState(leg, f"{leg}-id") for leg in Leg], outcome)
+    state.compensations = [Compensation(Leg.CAR, UndoOutcome.NEEDS_ATTENTION, "down")]
+    return state
+
+
+@pytest.mark.parametrize(
+    ("outcome", "may_decide", "shown"),
+    [
+        pytest.param(Outcome.NEEDS_ATTENTION, True, True, id="waiting_to_an_operator"),
+        pytest.param(Outcome.NEEDS_ATTENTION, False, False, id="waiting_to_its_client"),
+        pytest.param(Outcome.CANCELLED, True, False, id="left_by_an_older_version"),
+    ],
+)
+def test_a_leg_that_needs_attention_shows_its_decisions_only_where_they_can_be_taken(
+    make_app: Callable[..., Flask], outcome: Outcome, may_decide: bool, shown: bool
+) -> None:
+    with make_app().test_request_context():
+        view = status_view(awaiting_car(outcome), may_decide=may_decide)
+
+    assert view.legs is not None
+    assert view.legs[Leg.CAR].state == "needs attention"
+    assert (view.legs[Leg.CAR].actions is not None) is shown
 
 
 RUNNING = WorkflowExecutionStatus.RUNNING

@@ -14,13 +14,22 @@ from typing import NamedTuple
 import pytest
 from temporalio.client import Client
 
-from shared import BOOKING_STATUS, Leg, Outcome, Resolution
+from shared import (
+    BOOKING_STATUS,
+    BookingState,
+    Compensation,
+    Leg,
+    LegState,
+    Outcome,
+    Resolution,
+    UndoOutcome,
+)
 from simulated.store import ProviderStore
 from tests.support.histories import eventually
 from tests.support.providers import rows_of, stores_of
 from tests.support.trips import BrokenHotelUndo, trip
 from tests.support.workers import quick, quick_activities, running_worker
-from tools.audit import over_http, run_audit
+from tools.audit import AuditReport, check_leg, over_http, run_audit
 from tools.processes import ROOT
 from workflows import BookingWorkflow
 
@@ -143,6 +152,21 @@ async def test_a_booking_that_waits_for_a_person_is_listed_and_what_nobody_waits
     ]
     assert resolved.violations == [
         f"{booking.book_user_id}: still holds a hotel that ops resolved by hand (gone)"
+    ]
+
+
+def test_a_cancelled_booking_still_holding_a_leg_that_needed_attention_is_a_violation() -> None:
+    # As an older version left it: completed, its undo needing attention, nobody waiting.
+    state = BookingState("jane-smith-000001", [LegState(leg, f"{leg}-id") for leg in Leg])
+    state.outcome = Outcome.CANCELLED
+    state.compensations = [Compensation(Leg.CAR, UndoOutcome.NEEDS_ATTENTION, "down")]
+    report = AuditReport()
+
+    check_leg("jane-smith-000001", state, Leg.CAR, True, report)
+
+    assert report.needs_attention == []
+    assert report.violations == [
+        "jane-smith-000001: cancelled but still holds a car that nobody waits on (down)"
     ]
 
 
