@@ -91,7 +91,8 @@ class Deciding(Operations):
         repeats: Collection[UndoOutcome],
     ) -> Compensation | None:
         handle, found = await find(self.client, user_id, caller)
-        if found.status == WorkflowExecutionStatus.RUNNING:
+        status = found.status
+        if status == WorkflowExecutionStatus.RUNNING:
             try:
                 return await self._ask(handle, update, decision)
             except WorkflowUpdateFailedError as err:  # refused by the saga's validator
@@ -99,7 +100,10 @@ class Deciding(Operations):
             except RPCError as err:
                 if err.status != RPCStatusCode.NOT_FOUND:
                     raise
-                # It completed since we looked: see below how.
+            # It ended since we looked: how?
+            status = (await bounded(handle.describe(rpc_timeout=RPC_TIMEOUT))).status
+        if status != WorkflowExecutionStatus.COMPLETED:
+            raise BookingEnded(f"booking {handle.id} has ended without a result", handle.id)
         return await self._after_the_end(handle, decision, repeats)
 
     async def _ask(
@@ -130,10 +134,7 @@ class Deciding(Operations):
     async def _after_the_end(
         self, handle: Handle, decision: RetryUndo | Resolution, repeats: Collection[UndoOutcome]
     ) -> Compensation:
-        """Answer a decision on a booking that has ended: a repeat answers as it did then."""
-        described = await bounded(handle.describe(rpc_timeout=RPC_TIMEOUT))
-        if described.status != WorkflowExecutionStatus.COMPLETED:
-            raise BookingEnded(f"booking {handle.id} has ended without a result", handle.id)
+        """Answer a decision on a booking that has completed: a repeat answers as it did then."""
         result = await bounded(handle.result())
         undo = result.undo_of(decision.leg)
         if undo is not None and undo.decided_by is not None and undo.outcome in repeats:
