@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+from opentelemetry import trace
 from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -218,10 +219,16 @@ async def _detail(leg: Leg, response: aiohttp.ClientResponse) -> str:
     return f"the {leg} provider answered {response.status} {response.reason}"
 
 
-def _log(event: str, leg: Leg, **fields: object) -> None:
+def _log(event: str, leg: Leg, **fields: str) -> None:
+    """Log what a provider call did, and say the same on this attempt's span, if traced."""
     info = activity.info()
     line = log_line(event, user_id(), leg, step=info.activity_type, attempt=info.attempt, **fields)
     activity.logger.info(line)
+    said = {f"booking.{name}": value for name, value in fields.items()}
+    trace.get_current_span().set_attributes(
+        {"booking.id": user_id(), "booking.leg": leg.value, "booking.attempt": info.attempt}
+        | {"booking.event": event, **said}
+    )
 
 
 def _failed(leg: Leg, error: ApplicationError) -> ApplicationError:

@@ -27,6 +27,8 @@ from config import PROJECT_DIR, ConfigError, number_from_env
 from simulated.faults import Simulation
 from simulated.service import create_app
 from simulated.store import ProviderStore
+from tracing.instrument import trace_aiohttp
+from tracing.provider import start_tracing
 
 log = logging.getLogger("providers")
 
@@ -112,6 +114,8 @@ async def main() -> None:
     """Serve the providers until SIGINT or SIGTERM, then let calls in flight finish."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = ProviderSettings.from_env()
+    if start_tracing("trip-booking-providers"):
+        trace_aiohttp()  # each call's server span, under the worker's client span
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -28,6 +28,8 @@ from deployment.versions import VersionProblem, VersionSettings, code_build_id, 
 from namespace import NamespaceProblem, prepare
 from providers import ProviderSettings, serve
 from shared import TASK_QUEUE_NAME
+from tracing.instrument import temporal_plugins, trace_aiohttp
+from tracing.provider import start_tracing
 from workflows import VERSIONING, BookingWorkflow
 
 log = logging.getLogger("run_worker")
@@ -106,6 +108,7 @@ def build_worker(
     *,
     workflow_runner: WorkflowRunner | None = None,
     version: WorkerDeploymentVersion | None = None,
+    max_cached_workflows: int = 1000,
 ) -> Worker:
     """Return a worker for the saga workflow and its activities.
 
@@ -116,6 +119,8 @@ def build_worker(
         workflow_runner: How workflows run; None: `WORKFLOW_RUNNER`, sandboxed.
         version: The worker deployment version it polls as; None: unversioned
             (the tests' workers, each on a task queue of its own).
+        max_cached_workflows: The SDK's default; 0 replays every workflow task's
+            history from the start (a test of replay safety).
 
     """
     deployment = None
@@ -131,6 +136,7 @@ def build_worker(
         workflow_runner=workflow_runner or WORKFLOW_RUNNER,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         deployment_config=deployment,
+        max_cached_workflows=max_cached_workflows,
     )
 
 
@@ -258,9 +264,12 @@ async def main(
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
     settings = WorkerSettings.from_env()
+    tracing = start_tracing("trip-booking-worker")
+    if tracing:
+        trace_aiohttp()  # before the providers served here are built
     # The providers first: a port taken here is said before Temporal is reached.
     async with activities_from(settings) as activities:
-        problem = await work(settings, activities, workflow_runner, versioned)
+        problem = await work(settings, activities, workflow_runner, versioned, tracing)
     log.info("Worker stopped")
     if problem is not None:
         raise SystemExit(f"run_worker: {problem}")
@@ -271,15 +280,17 @@ async def work(
     activities: BookingActivities,
     workflow_runner: WorkflowRunner | None,
     versioned: bool,
+    tracing: bool = False,
 ) -> BaseException | None:
     """Poll until SIGINT or SIGTERM, or until the version has drained; then drain.
 
+    `tracing`: the client carries Temporal's tracing plugin, and so its worker.
     Returns what looking after the version raised, if it did.
     """
     config = temporal_connect_config()
     try:
         sdk = runtime(settings.metrics_address)
-        client = await Client.connect(**config, runtime=sdk)
+        client = await Client.connect(**config, runtime=sdk, plugins=temporal_plugins(tracing))
     except RuntimeError as err:
         raise SystemExit(f"cannot reach Temporal at {config['target_host']}: {err}") from None
     try:

@@ -193,6 +193,8 @@ class BookingState:
     failed_leg: Leg | None = None
     reason: str | None = None
     compensations: list[Compensation] = field(default_factory=list)
+    trace_id: str = ""
+    """The booking's OpenTelemetry trace, 32 hex digits; empty where it is not traced."""
 
     @property
     def cancelled(self) -> bool:

@@ -27,11 +27,13 @@ from api.inputs import MAX_BODY_BYTES, idempotency_key, read_booking
 from api.loop import ClientLoop, ClientLoopFlask
 from api.metrics import count_requests
 from api.models import BookingRequest
-from api.presenters import accepted, send, trip_result
+from api.presenters import accepted, trip_answer
 from api.serving import Server
 from api.settings import ApiSettings
 from api.starting import Starting
 from config import ConfigError, temporal_connect_config
+from tracing.instrument import temporal_plugins, trace_flask
+from tracing.provider import start_tracing, wanted
 
 
 def generate_unique_username(name: str) -> str:
@@ -93,7 +95,7 @@ def create_app(
         booking, key = read_booking(), idempotency_key()
         handle = await starting.start(booking, key, current_caller())
         result = await starting.result(handle, wait)
-        return send(trip_result(result)) if result is not None else accepted(handle.id)
+        return trip_answer(result) if result is not None else accepted(handle.id)
 
     return app
 
@@ -103,16 +105,24 @@ def connected_app(settings: ApiSettings) -> Flask:
 
     The client connects lazily, on its first call: the API starts, and
     answers 503, while Temporal is down, and carries on once it is back.
+    Where `OTEL_*` asks for traces, each request gets a span, and the
+    bookings it starts continue its trace (docs/tracing.md).
     """
+    tracing = start_tracing("trip-booking-api")  # here, after gunicorn's fork
     client_loop = ClientLoop.start()
-    connect = Client.connect(**temporal_connect_config(), lazy=True)
-    return create_app(client_loop.run(connect), client_loop, settings)
+    plugins = temporal_plugins(tracing)
+    connect = Client.connect(**temporal_connect_config(), lazy=True, plugins=plugins)
+    app = create_app(client_loop.run(connect), client_loop, settings)
+    if tracing:
+        trace_flask(app)
+    return app
 
 
 def main() -> None:
     """Serve the API with gunicorn (never Flask's debug server: see the README)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = ApiSettings.from_env()
+    wanted()  # a tracing setting it cannot use is said here, not by each process of the server
     # Open is a warning even on loopback: a reverse proxy there would open it to its callers.
     level = logging.INFO if settings.api_keys is not None else logging.WARNING
     logging.getLogger("starter").log(level, access_summary(settings.api_keys, settings.host))

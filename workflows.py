@@ -19,6 +19,8 @@ from temporalio.exceptions import (
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from opentelemetry import trace
+
     from activities import BookingActivities
     from shared import (
         BOOKING_STATUS,
@@ -165,6 +167,7 @@ class BookingWorkflow:
     async def run(self, book_input: BookVacationInput) -> BookingState:
         """Book each leg in turn; undo in reverse on a failure for good or a stop."""
         check_input(book_input)
+        self._state.trace_id = current_trace_id()
         if workflow.info().typed_search_attributes.get(BOOKING_STATUS) != Outcome.BOOKING:
             self._set_outcome(Outcome.BOOKING)  # a start that did not say so itself
         registered: list[Step] = []
@@ -249,9 +252,15 @@ class BookingWorkflow:
     async def _compensate(self, steps: list[Step], book_input: BookVacationInput) -> None:
         """Run the undos of `steps`, in that order, to the end; time them."""
         failed_at = workflow.now()
-        # A cancel request that arrives while undoing (the booking already being
-        # rolled back) must not end the workflow with undos left unrun.
-        await finish(asyncio.create_task(self._undo_all(steps, book_input)), "undoing")
+        failed = {
+            "booking.id": self._state.user_id,
+            "booking.failed_leg": str(self._state.failed_leg),
+        }
+        # One span over the undos, each undo's under it (the undos' tasks copy its context).
+        with trace.get_tracer(__name__).start_as_current_span("compensation", attributes=failed):
+            # A cancel request that arrives while undoing (the booking already being
+            # rolled back) must not end the workflow with undos left unrun.
+            await finish(asyncio.create_task(self._undo_all(steps, book_input)), "undoing")
         meter = workflow.metric_meter()
         meter.create_histogram_timedelta(
             "saga_compensation_duration", "from the first failure to the last undo", "ms"
@@ -272,14 +281,31 @@ class BookingWorkflow:
     async def _run_undo(
         self, step: Step, book_input: BookVacationInput, summary: str
     ) -> Compensation:
-        """Run one leg's undo with its attempts; return what it did, and count it."""
+        """Run one leg's undo in a span of its own; return what it did, and count it."""
         leg = self._state.leg(step.leg)
         held = leg.reservation_id or "its step did not complete"
+        attributes = {"booking.id": self._state.user_id, "booking.leg": step.leg.value}
+        if leg.reservation_id:
+            attributes["booking.reservation"] = leg.reservation_id
+        with trace.get_tracer(__name__).start_as_current_span(
+            f"undo {step.leg}", attributes=attributes
+        ) as span:
+            compensation = await self._undo_attempts(step, book_input, f"{summary} ({held})")
+            span.set_attribute("booking.outcome", compensation.outcome.value)
+        workflow.metric_meter().create_counter(
+            "saga_compensations", "undos run, by leg and outcome"
+        ).add(1, {"leg": step.leg.value, "outcome": compensation.outcome.value})
+        return compensation
+
+    async def _undo_attempts(
+        self, step: Step, book_input: BookVacationInput, summary: str
+    ) -> Compensation:
+        """Run one leg's undo activity, with its attempts; return what it did."""
         try:
             report = await workflow.execute_activity_method(
                 step.undo,
                 book_input,
-                summary=f"{summary} ({held})",
+                summary=summary,
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=dataclasses.replace(
                     UNDO_RETRY, maximum_attempts=book_input.undo_attempts
@@ -288,16 +314,9 @@ class BookingWorkflow:
         except ActivityError as err:
             # Keep going: one stuck undo must not leave the others held.
             error = summarize_error(err)
-            compensation = Compensation(
-                step.leg, UndoOutcome.NEEDS_ATTENTION, error, since=workflow.now()
-            )
-        else:
-            outcome = UndoOutcome.RELEASED if report.released else UndoOutcome.NOTHING_TO_UNDO
-            compensation = Compensation(step.leg, outcome)
-        workflow.metric_meter().create_counter(
-            "saga_compensations", "undos run, by leg and outcome"
-        ).add(1, {"leg": step.leg.value, "outcome": compensation.outcome.value})
-        return compensation
+            return Compensation(step.leg, UndoOutcome.NEEDS_ATTENTION, error, since=workflow.now())
+        outcome = UndoOutcome.RELEASED if report.released else UndoOutcome.NOTHING_TO_UNDO
+        return Compensation(step.leg, outcome)
 
     async def _wait_for_a_person(self) -> None:
         """Wait until a person has decided every leg that needs attention, reminding meanwhile.
@@ -509,6 +528,12 @@ async def finish(task: "asyncio.Task[None]", doing: str) -> None:
     while current is not None and current.cancelling():
         current.uncancel()
     task.result()
+
+
+def current_trace_id() -> str:
+    """Return the trace this run continues (its caller's, through the SDK's plugin), or empty."""
+    context = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(context.trace_id) if context.is_valid else ""
 
 
 def check_input(book_input: BookVacationInput) -> None:

@@ -83,6 +83,10 @@ HEADERS = {
     "Location": {"description": "the booking's status URL", "schema": {"type": "string"}},
     "Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}},
     "WWW-Authenticate": {"description": "the scheme to use: Bearer", "schema": {"type": "string"}},
+    "Trace-Id": {
+        "description": "the booking's OpenTelemetry trace id, where the API traces",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    },
 }
 
 PROBLEMS = {
@@ -138,7 +142,9 @@ STILL_RUNNING = Answer(
     "the retried undo still runs: follow the booking at Location", BookingAccepted, ("Location",)
 )
 
-TRIP = Answer("the trip was booked, or cancelled and undone", (TripBooked, TripCancelled))
+TRIP = Answer(
+    "the trip was booked, or cancelled and undone", (TripBooked, TripCancelled), ("Trace-Id",)
+)
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,9 @@ class BookingView(BaseModel):
     status: StatusName
     legs: dict[Leg, LegView] | None = None
     result: TripResult | None = None
+    trace_id: Annotated[
+        str | None, Field(description="the booking's OpenTelemetry trace id, where it is traced")
+    ] = None
 
 
 class ResolveRequest(BaseModel):

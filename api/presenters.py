@@ -59,6 +59,14 @@ def trip_result(state: BookingState) -> TripResult:
     )
 
 
+def trip_answer(state: BookingState) -> Response:
+    """Return the trip's outcome as `POST /book` answers it, with its trace id if traced."""
+    response = send(trip_result(state))
+    if state.trace_id:
+        response.headers["Trace-Id"] = state.trace_id
+    return response
+
+
 def undo_done(undo: Compensation) -> UndoDone:
     """Return one leg's compensation as the JSON shows it: a person's part only if they had one."""
     return UndoDone(
@@ -123,6 +131,7 @@ def status_view(state: BookingState, *, may_decide: bool = True) -> BookingView:
         status=state.outcome.value,
         legs=legs,
         result=trip_result(state) if state.outcome in FINAL else None,
+        trace_id=state.trace_id or None,
     )
 
 

@@ -37,6 +37,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # whatever the developer's shell exports (an API_KEYS_FILE would mean 401s).
     for variable in ACCESS_VARIABLES:
         os.environ.pop(variable, None)
+    # Nor traced: a test that traces says where to (tests/tracing).
+    for variable in [name for name in os.environ if name.startswith("OTEL_")]:
+        os.environ.pop(variable)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -4,12 +4,12 @@ import asyncio
 import inspect
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, Plugin, WorkflowHandle
 
 from activities import BookingActivities
 from deployment.stuck import Stuck, stuck
@@ -75,19 +75,28 @@ async def held_at_gate(
 
 @contextmanager
 def worker_thread(
-    address: str, activities: BookingActivities, task_queue: str = TASK_QUEUE_NAME
+    address: str,
+    activities: BookingActivities,
+    task_queue: str = TASK_QUEUE_NAME,
+    *,
+    plugins: Sequence[Plugin] = (),
+    max_cached_workflows: int = 1000,
 ) -> Iterator[asyncio.AbstractEventLoop]:
     """Run the worker in a thread with its own loop; yield that loop.
 
     For synchronous tests (the Flask app), which would block the test's own loop.
+    `plugins` go on its client; `max_cached_workflows` as `build_worker`'s.
     """
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     started = threading.Event()
 
     async def run() -> None:
-        client = await Client.connect(address)
-        async with build_worker(client, activities, task_queue):
+        client = await Client.connect(address, plugins=plugins)
+        worker = build_worker(
+            client, activities, task_queue, max_cached_workflows=max_cached_workflows
+        )
+        async with worker:
             started.set()
             await stop.wait()
         await activities.providers.close()

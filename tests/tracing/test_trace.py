@@ -1,0 +1,219 @@
+"""One trace per booking: the API's request, Temporal's spans, the saga's own, every provider call.
+
+The API and a worker run in this process, traced as `make run` traces them
+(the SDK's plugin on each one's client, Flask's and aiohttp's instrumentation),
+into an in-memory exporter. The worker keeps no workflow cached: every
+workflow task replays the booking's history from its start, so a span the
+saga made on an earlier task is made again, and must not be exported twice.
+"""
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from opentelemetry import trace
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import create_tracer_provider
+
+from activities import BookingActivities, ProviderClient
+from api.loop import ClientLoop
+from api.settings import ApiSettings
+from simulated.faults import Simulation
+from starter import create_app
+from tests.support.providers import served
+from tests.support.spans import Span, from_sdk, named, outline
+from tests.support.trips import JANE, JOHN
+from tests.support.workers import worker_thread
+from tracing.instrument import temporal_plugins, trace_aiohttp, trace_flask
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "tracing.md"
+
+JANES_TRACE = """\
+POST /book
+  StartWorkflow:BookingWorkflow
+    RunWorkflow:BookingWorkflow
+      StartActivity:book_car
+        RunActivity:book_car
+          POST
+            POST /{leg}/book
+      StartActivity:book_hotel
+        RunActivity:book_hotel
+          POST
+            POST /{leg}/book
+        RunActivity:book_hotel
+          POST
+            POST /{leg}/book
+      compensation
+        undo hotel
+          StartActivity:undo_book_hotel
+            RunActivity:undo_book_hotel
+              POST
+                POST /{leg}/undo
+        undo car
+          StartActivity:undo_book_car
+            RunActivity:undo_book_car
+              POST
+                POST /{leg}/undo"""
+"""Jane's booking (the hotel down on its first attempt, then refusing), as a trace."""
+
+CALLER_TRACE, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+@pytest.fixture(scope="module")
+def exported() -> Iterator[InMemorySpanExporter]:
+    """The process's tracer provider, Temporal's replay-safe one, keeping spans in memory.
+
+    A process sets its provider once: it stays for the session, and its
+    exporter is shut (keeping nothing more) once this module is done.
+    """
+    exporter = InMemorySpanExporter()
+    provider = create_tracer_provider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    trace_aiohttp()
+    yield exporter
+    AioHttpClientInstrumentor().uninstrument()
+    AioHttpServerInstrumentor().uninstrument()
+    exporter.shutdown()
+
+
+@pytest.fixture(scope="module")
+def traced_api(
+    exported: InMemorySpanExporter,
+    address: str,
+    client_loop: ClientLoop,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[FlaskClient]:
+    """The API, traced, and a traced worker replaying every task, on a task queue of their own."""
+    task_queue = f"traced-{uuid.uuid4()}"
+    providers = served(tmp_path_factory.mktemp("providers"), Simulation())
+    activities = BookingActivities(ProviderClient(providers.url))
+    plugins = temporal_plugins(tracing=True)
+    client = client_loop.run(Client.connect(address, plugins=plugins))
+    app: Flask = create_app(client, client_loop, ApiSettings(task_queue=task_queue))
+    trace_flask(app)
+    with worker_thread(
+        address, activities, task_queue, plugins=plugins, max_cached_workflows=0
+    ):
+        yield app.test_client()
+
+
+def booked(api: FlaskClient, body: dict[str, object], **headers: str) -> tuple[str, str]:
+    """Book `body`; return the booking's id and the trace id its answer names."""
+    answer = api.post("/book", json=body, headers=headers)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_json()["user_id"], answer.headers["Trace-Id"]
+
+
+def trace_of(exporter: InMemorySpanExporter, trace_id: str, *, until: str) -> list[Span]:
+    """Return the trace's spans once one called `until` has been exported (within 30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        spans = [from_sdk(span) for span in exporter.get_finished_spans()]
+        mine = [span for span in spans if span.trace_id == trace_id]
+        if named(mine, until) or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.05)
+
+
+def test_janes_booking_is_one_trace_from_the_request_to_every_provider_call(
+    traced_api: FlaskClient, exported: InMemorySpanExporter
+) -> None:
+    user_id, trace_id = booked(traced_api, JANE)
+    spans = trace_of(exported, trace_id, until="RunWorkflow:BookingWorkflow")
+
+    assert outline(spans) == JANES_TRACE
+    assert len({span.span_id for span in spans}) == len(spans)
+    assert len(named(spans, "RunWorkflow:BookingWorkflow")) == 1
+    # No span of the booking is left out of its trace.
+    others = [
+        span
+        for span in exported.get_finished_spans()
+        if user_id in {(span.attributes or {}).get(key) for key in ("booking.id", "temporalWorkflowID")}
+    ]
+    assert {from_sdk(span).trace_id for span in others} == {trace_id}
+
+
+def test_the_spans_say_the_booking_leg_attempt_reservation_and_outcome(
+    traced_api: FlaskClient, exported: InMemorySpanExporter
+) -> None:
+    user_id, trace_id = booked(traced_api, JANE)
+    spans = trace_of(exported, trace_id, until="RunWorkflow:BookingWorkflow")
+    booking = traced_api.get(f"/bookings/{user_id}").get_json()
+    car = booking["legs"]["car"]["reservation_id"]
+
+    said = [
+        (span.name, {k: v for k, v in span.attributes.items() if k.startswith("booking.")})
+        for span in spans
+        if any(key.startswith("booking.") for key in span.attributes)
+    ]
+    assert sorted(said, key=lambda pair: pair[0]) == sorted(
+        [
+            ("RunActivity:book_car", {**of(user_id, "car", 1, "booked"), "booking.reservation": car}),
+            ("RunActivity:book_hotel", {**of(user_id, "hotel", 1, "provider-down"), "booking.error": HOTEL_DOWN}),
+            ("RunActivity:book_hotel", {**of(user_id, "hotel", 2, "rejected"), "booking.error": HOTEL_REFUSED}),
+            ("compensation", {"booking.id": user_id, "booking.failed_leg": "hotel"}),
+            ("undo hotel", {"booking.id": user_id, "booking.leg": "hotel", "booking.outcome": "nothing to undo"}),
+            ("RunActivity:undo_book_hotel", of(user_id, "hotel", 1, "nothing-to-undo")),
+            ("undo car", {"booking.id": user_id, "booking.leg": "car", "booking.reservation": car, "booking.outcome": "released"}),
+            ("RunActivity:undo_book_car", of(user_id, "car", 1, "released")),
+        ],
+        key=lambda pair: pair[0],
+    )
+
+
+HOTEL_DOWN = "Hotel service is down"
+HOTEL_REFUSED = "Invalid hotel booking: 'invalid-hotel-id'"
+
+
+def of(user_id: str, leg: str, attempt: int, event: str) -> dict[str, object]:
+    """Return what an activity attempt's span says of its provider call."""
+    return {"booking.id": user_id, "booking.leg": leg, "booking.attempt": attempt, "booking.event": event}
+
+
+def test_a_callers_traceparent_is_the_bookings_trace(
+    traced_api: FlaskClient, exported: InMemorySpanExporter
+) -> None:
+    traceparent = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    user_id, trace_id = booked(traced_api, JOHN, traceparent=traceparent)
+    spans = trace_of(exported, trace_id, until="RunWorkflow:BookingWorkflow")
+
+    assert trace_id == CALLER_TRACE
+    assert traced_api.get(f"/bookings/{user_id}").get_json()["trace_id"] == CALLER_TRACE
+    (request,) = named(spans, "POST /book")
+    assert request.parent_id == CALLER_SPAN
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "nonsense",
+        f"00-{'0' * 32}-{CALLER_SPAN}-01",  # an all-zero trace id is invalid
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}",  # no flags
+        f"ff-{CALLER_TRACE}-{CALLER_SPAN}-01",  # version ff is forbidden
+        "00-" + "é" * 32 + f"-{CALLER_SPAN}-01",
+    ],
+)
+def test_a_malformed_traceparent_starts_a_trace_of_its_own(
+    traced_api: FlaskClient, exported: InMemorySpanExporter, traceparent: str
+) -> None:
+    user_id, trace_id = booked(traced_api, JOHN, traceparent=traceparent)
+    spans = trace_of(exported, trace_id, until="RunWorkflow:BookingWorkflow")
+
+    assert re.fullmatch("[0-9a-f]{32}", trace_id) and trace_id != CALLER_TRACE
+    (request,) = named(spans, "POST /book")
+    assert request.parent_id is None
+    assert named(spans, "RunWorkflow:BookingWorkflow")
+
+
+def test_the_docs_show_janes_trace() -> None:
+    assert JANES_TRACE in DOCS.read_text()

@@ -1,0 +1,46 @@
+"""Where the spans come from: Temporal's plugin, the API's Flask app, and aiohttp on both ends.
+
+Each is added only where `start_tracing` turned tracing on, so a process
+that does not trace runs none of their code.
+"""
+
+from flask import Flask
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from temporalio.client import Plugin
+from temporalio.contrib.opentelemetry import OpenTelemetryPlugin
+
+UNTRACED_ROUTES = "healthz,readyz,metrics"
+"""The API's routes polled by probes and scrapers: a trace each would bury the bookings'."""
+
+
+def temporal_plugins(tracing: bool) -> list[Plugin]:
+    """Return the plugins for the process's one Temporal client.
+
+    Its workers take them from the client: registered on the worker as
+    well, every span would be made twice. `add_temporal_spans` makes the
+    SDK's own spans (StartWorkflow, RunWorkflow, StartActivity, RunActivity),
+    without which a booking's trace would have no Temporal in it.
+    """
+    return [OpenTelemetryPlugin(add_temporal_spans=True)] if tracing else []
+
+
+def trace_flask(app: Flask) -> None:
+    """Give each request to `app` a server span, continuing a caller's W3C `traceparent`.
+
+    A `traceparent` that cannot be read is ignored: the request starts a trace of its own.
+    """
+    # The instrumentation ships no type hints.
+    FlaskInstrumentor.instrument_app(app, excluded_urls=UNTRACED_ROUTES)  # type: ignore[no-untyped-call]
+
+
+def trace_aiohttp() -> None:
+    """Trace aiohttp's client calls (the activities') and servers (the providers').
+
+    A client call sends its span as `traceparent`, which the providers' server
+    span continues. Called before the providers' app is built: the server's
+    instrumentation is a subclass of `aiohttp.web.Application`.
+    """
+    AioHttpClientInstrumentor().instrument()
+    AioHttpServerInstrumentor().instrument()
