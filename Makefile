@@ -15,7 +15,13 @@ PROVIDERS_URL ?= http://127.0.0.1:$(or $(PROVIDERS_PORT),3001)
 # Where `make api-key` keeps the keys' hashes; the API reads it when API_KEYS_FILE is set.
 API_KEYS_FILE ?= api-keys.txt
 
-.PHONY: run deploy api-key test lint typecheck pytest audit chaos histories screenshots bench clean
+# `make traces`: the trace viewer's port (its OTLP endpoint for `make run` too) and gRPC port.
+TRACES_PORT ?= 6006
+TRACES_GRPC_PORT ?= 4317
+TRACES_VENV := .venv-traces
+TRACES_DIR ?= .traces
+
+.PHONY: run deploy api-key test lint typecheck pytest audit chaos histories screenshots bench traces clean
 
 # The product needs the runtime alone (requirements.txt).
 run: $(VENV)/.runtime
@@ -65,6 +71,13 @@ screenshots: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
+# A trace viewer on this machine, Arize Phoenix, at http://127.0.0.1:$(TRACES_PORT); traces
+# kept in .traces. Then: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:6006 make run (docs/tracing.md)
+traces: $(TRACES_VENV)/.installed
+	PHOENIX_HOST=127.0.0.1 PHOENIX_PORT=$(TRACES_PORT) PHOENIX_GRPC_PORT=$(TRACES_GRPC_PORT) \
+		PHOENIX_WORKING_DIR=$(TRACES_DIR) PHOENIX_TELEMETRY_ENABLED=false \
+		$(TRACES_VENV)/bin/phoenix serve
+
 # Each reinstalls whenever its requirements file changes.
 $(VENV)/.runtime: requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -75,5 +88,10 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+$(TRACES_VENV)/.installed: requirements-traces.txt
+	test -d $(TRACES_VENV) || $(PYTHON) -m venv $(TRACES_VENV)
+	$(TRACES_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-traces.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) .temporal .providers .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TRACES_VENV) .temporal .providers .traces .mypy_cache .pytest_cache .ruff_cache

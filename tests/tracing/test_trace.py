@@ -65,6 +65,9 @@ POST /book
                 POST /{leg}/undo"""
 """Jane's booking (the hotel down on its first attempt, then refusing), as a trace."""
 
+BOOKING_KEYS = ("booking.id", "temporalWorkflowID")
+"""The attributes that name a booking: the saga's, and Temporal's plugin's."""
+
 CALLER_TRACE, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 
 
@@ -101,9 +104,7 @@ def traced_api(
     client = client_loop.run(Client.connect(address, plugins=plugins))
     app: Flask = create_app(client, client_loop, ApiSettings(task_queue=task_queue))
     trace_flask(app)
-    with worker_thread(
-        address, activities, task_queue, plugins=plugins, max_cached_workflows=0
-    ):
+    with worker_thread(address, activities, task_queue, plugins=plugins, max_cached_workflows=0):
         yield app.test_client()
 
 
@@ -138,7 +139,8 @@ def test_janes_booking_is_one_trace_from_the_request_to_every_provider_call(
     others = [
         span
         for span in exported.get_finished_spans()
-        if user_id in {(span.attributes or {}).get(key) for key in ("booking.id", "temporalWorkflowID")}
+        if user_id
+        in {(span.attributes or {}).get(key) for key in ("booking.id", "temporalWorkflowID")}
     ]
     assert {from_sdk(span).trace_id for span in others} == {trace_id}
 
@@ -148,36 +150,45 @@ def test_the_spans_say_the_booking_leg_attempt_reservation_and_outcome(
 ) -> None:
     user_id, trace_id = booked(traced_api, JANE)
     spans = trace_of(exported, trace_id, until="RunWorkflow:BookingWorkflow")
-    booking = traced_api.get(f"/bookings/{user_id}").get_json()
-    car = booking["legs"]["car"]["reservation_id"]
+    car = traced_api.get(f"/bookings/{user_id}").get_json()["legs"]["car"]["reservation_id"]
 
-    said = [
-        (span.name, {k: v for k, v in span.attributes.items() if k.startswith("booking.")})
-        for span in spans
-        if any(key.startswith("booking.") for key in span.attributes)
-    ]
-    assert sorted(said, key=lambda pair: pair[0]) == sorted(
+    said = sorted(
+        (
+            (span.name, booking_attributes(span))
+            for span in spans
+            if "booking.id" in span.attributes
+        ),
+        key=repr,
+    )
+    booking = {"id": user_id}
+    assert said == sorted(
         [
-            ("RunActivity:book_car", {**of(user_id, "car", 1, "booked"), "booking.reservation": car}),
-            ("RunActivity:book_hotel", {**of(user_id, "hotel", 1, "provider-down"), "booking.error": HOTEL_DOWN}),
-            ("RunActivity:book_hotel", {**of(user_id, "hotel", 2, "rejected"), "booking.error": HOTEL_REFUSED}),
-            ("compensation", {"booking.id": user_id, "booking.failed_leg": "hotel"}),
-            ("undo hotel", {"booking.id": user_id, "booking.leg": "hotel", "booking.outcome": "nothing to undo"}),
-            ("RunActivity:undo_book_hotel", of(user_id, "hotel", 1, "nothing-to-undo")),
-            ("undo car", {"booking.id": user_id, "booking.leg": "car", "booking.reservation": car, "booking.outcome": "released"}),
+            ("RunActivity:book_car", of(user_id, "car", 1, "booked", reservation=car)),
+            ("RunActivity:book_hotel", of(user_id, "hotel", 1, "provider-down", error=DOWN)),
+            ("RunActivity:book_hotel", of(user_id, "hotel", 2, "rejected", error=REFUSED)),
             ("RunActivity:undo_book_car", of(user_id, "car", 1, "released")),
+            ("RunActivity:undo_book_hotel", of(user_id, "hotel", 1, "nothing-to-undo")),
+            ("compensation", {**booking, "failed_leg": "hotel"}),
+            ("undo car", {**booking, "leg": "car", "reservation": car, "outcome": "released"}),
+            ("undo hotel", {**booking, "leg": "hotel", "outcome": "nothing to undo"}),
         ],
-        key=lambda pair: pair[0],
+        key=repr,
     )
 
 
-HOTEL_DOWN = "Hotel service is down"
-HOTEL_REFUSED = "Invalid hotel booking: 'invalid-hotel-id'"
+def booking_attributes(span: Span) -> dict[str, object]:
+    """Return what a span says of the booking: its `booking.*` attributes, named without it."""
+    prefix = "booking."
+    return {k[len(prefix) :]: v for k, v in span.attributes.items() if k.startswith(prefix)}
 
 
-def of(user_id: str, leg: str, attempt: int, event: str) -> dict[str, object]:
+DOWN = "Hotel service is down"
+REFUSED = "Invalid hotel booking: 'invalid-hotel-id'"
+
+
+def of(user_id: str, leg: str, attempt: int, event: str, **more: str) -> dict[str, object]:
     """Return what an activity attempt's span says of its provider call."""
-    return {"booking.id": user_id, "booking.leg": leg, "booking.attempt": attempt, "booking.event": event}
+    return {"id": user_id, "leg": leg, "attempt": attempt, "event": event, **more}
 
 
 def test_a_callers_traceparent_is_the_bookings_trace(
@@ -206,10 +217,11 @@ def test_a_callers_traceparent_is_the_bookings_trace(
 def test_a_malformed_traceparent_starts_a_trace_of_its_own(
     traced_api: FlaskClient, exported: InMemorySpanExporter, traceparent: str
 ) -> None:
-    user_id, trace_id = booked(traced_api, JOHN, traceparent=traceparent)
+    _, trace_id = booked(traced_api, JOHN, traceparent=traceparent)
     spans = trace_of(exported, trace_id, until="RunWorkflow:BookingWorkflow")
 
-    assert re.fullmatch("[0-9a-f]{32}", trace_id) and trace_id != CALLER_TRACE
+    assert re.fullmatch("[0-9a-f]{32}", trace_id)
+    assert trace_id != CALLER_TRACE
     (request,) = named(spans, "POST /book")
     assert request.parent_id is None
     assert named(spans, "RunWorkflow:BookingWorkflow")

@@ -10,6 +10,7 @@ import tools.bench
 from tools.bench.plot import plot
 from tools.bench.profile import profile
 from tools.bench.scenarios import run
+from tools.bench.stacks import drop_tracing_variables
 from tools.bench.table import table
 from tools.processes import ROOT, exit_at_once
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile-seconds", type=int, default=20)
     args = parser.parse_args(argv)
+    drop_tracing_variables()  # only the traced stack traces, and only to the collector
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.profile:
         with tempfile.TemporaryDirectory(prefix="profile-") as scratch:

@@ -13,7 +13,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
     rows = data["results"]
     quick = [r for r in rows if r["baseline"] == "floor"]
-    demo = [r for r in rows if r["baseline"] == "demo floor"]
+    demo = [r for r in rows if r["baseline"].startswith("demo")]
     figure, axes = plt.subplots(
         2, 2, figsize=(13, 8), gridspec_kw={"height_ratios": [3, 1]}, squeeze=False
     )

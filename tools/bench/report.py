@@ -15,8 +15,12 @@ def report(
     memory_mib: dict[str, dict[str, float]],
     serving: ApiSettings,
     args: argparse.Namespace,
+    tracing: dict[str, Any],
 ) -> dict[str, Any]:
-    """Return the results as JSON-ready data: each scenario's ratios to its floor, the targets."""
+    """Return the results as JSON-ready data: each scenario's ratios to its floor, the targets.
+
+    `tracing`: what the collector received from the traced stack, per booking.
+    """
     bases = {(m.scenario, m.concurrency): m for m in measures}
     rows = []
     for m in measures:
@@ -49,6 +53,7 @@ def report(
             for stack, found in memory_mib.items()
         },
         "results": rows,
+        "tracing": tracing,
         "targets": [vars(target) for target in targets(rows, args)],
     }
 
@@ -99,6 +104,7 @@ def targets(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[Target
     api_cpu = max(r["cpu_ms_per_booking"]["api"] for r in book_rows)
     floor_1, reference_1 = at["floor", 1], at["floor, sandbox off", 1]
     floor_c, reference_c = at["floor", c], at["floor, sandbox off", c]
+    untraced, traced = at["demo POST /book", demo], at["demo POST /book, traced", demo]
     return [
         Target.check(
             "POST /book one at a time: p50 - floor's, ms",
@@ -131,4 +137,19 @@ def targets(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[Target
             floor_c["throughput"] / reference_c["throughput"],
             at_most=False,
         ),
+        Target.check(
+            f"demo POST /book at {demo}, traced: CPU x untraced's",
+            TRACING_CPU_LIMIT,
+            stack_cpu(traced) / stack_cpu(untraced),
+            at_most=True,
+        ),
     ]
+
+
+TRACING_CPU_LIMIT = 1.5
+"""What tracing may cost: the stack's CPU per booking, traced, x the same row's untraced."""
+
+
+def stack_cpu(row: dict[str, Any]) -> float:
+    """Return a row's CPU per booking, ms, summed over its stack's processes."""
+    return float(sum(row["cpu_ms_per_booking"].values()))

@@ -10,9 +10,10 @@ from temporalio.client import Client
 
 from api.settings import ApiSettings
 from tools.bench.bookings import Booking, connect_per_request, floor, http
+from tools.bench.collector import Collector, Received
 from tools.bench.measuring import Measure, measure
 from tools.bench.report import report
-from tools.bench.stacks import STACKS, Stack, open_api_env
+from tools.bench.stacks import STACKS, TRACED_STACKS, Stack, open_api_env
 from tools.bench.usage import peak_rss_mib
 
 
@@ -30,12 +31,14 @@ class Scenario:
 
 
 async def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    """Start the stacks, warm up, measure in rounds; return the results."""
+    """Start the collector and the stacks, warm up, measure in rounds; return the results."""
     stacks: dict[str, Stack] = {}
+    collector = Collector()
     pool = ThreadPoolExecutor(max(args.concurrency, args.demo_concurrency, 1))
     try:
         for name, options in STACKS.items():  # one by one, so a failed start stops the rest
-            stacks[name] = Stack(scratch / name, **options)
+            endpoint = collector.url if name in TRACED_STACKS else None
+            stacks[name] = Stack(scratch / name, otlp_endpoint=endpoint, **options)
         scenarios = await define_scenarios(args, stacks, pool)
         for scenario in scenarios.values():  # warm-up: caches, connections, JIT-free paths
             await measure(scenario.book, args.warmup, 5, {}, Measure("warm-up", 5))
@@ -53,13 +56,41 @@ async def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                     await measure(scenario.book, count, concurrency, scenario.stack.pids(), into)
         memory_mib = {
             stack: {name: peak_rss_mib(pid) for name, pid in stacks[stack].pids().items()}
-            for stack in ("tuned", "demo")
+            for stack in ("tuned", "demo", "traced demo")
         }
+        spans = collector.settled()  # before the stop: spans a stop loses are not the bench's
     finally:
-        for stack in stacks.values():
-            stack.stop()
-        pool.shutdown()
-    return report(list(results.values()), memory_mib, ApiSettings.from_env(open_api_env()), args)
+        try:
+            for stack in stacks.values():
+                stack.stop()
+        finally:
+            collector.stop()
+            pool.shutdown()
+    measures = list(results.values())
+    tracing = spans_per_booking(spans, measures, TRACED, args.warmup)
+    serving = ApiSettings.from_env(open_api_env())
+    return report(measures, memory_mib, serving, args, tracing)
+
+
+def spans_per_booking(
+    spans: Received, measures: list[Measure], scenario: str, warmup: int
+) -> dict[str, Any]:
+    """Return what the collector received, per booking of the traced `scenario`.
+
+    Its stack books nothing else: its warm-up's bookings, then its measured ones.
+    """
+    bookings = warmup + sum(len(m.latencies_ms) for m in measures if m.scenario == scenario)
+    return {
+        "scenario": scenario,
+        "bookings": bookings,
+        **vars(spans),
+        "spans_per_booking": round(spans.spans / bookings, 1) if bookings else 0.0,
+        "spans_per_trace": round(spans.spans / spans.traces, 1) if spans.traces else 0.0,
+    }
+
+
+TRACED = "demo POST /book, traced"
+"""The demo's POST /book on the traced stack: its ratios are to the untraced row's."""
 
 
 async def define_scenarios(
@@ -67,7 +98,7 @@ async def define_scenarios(
 ) -> dict[str, Scenario]:
     """Return every scenario, in the order they run in each round."""
     clients = {name: await Client.connect(stack.server.address) for name, stack in stacks.items()}
-    tuned, demo = stacks["tuned"], stacks["demo"]
+    tuned, demo, traced = stacks["tuned"], stacks["demo"], stacks["traced demo"]
     quick = ((1, args.sequential), (args.concurrency, args.concurrent))
     demo_runs = ((args.demo_concurrency, args.demo_bookings),)
     return {
@@ -87,5 +118,13 @@ async def define_scenarios(
         ),
         "demo POST /book": Scenario(
             http(demo.api_port, pool, poll=False), demo, demo_runs, "demo floor", args.demo_rounds
+        ),
+        # Right after the same row untraced, and against it: what tracing costs.
+        TRACED: Scenario(
+            http(traced.api_port, pool, poll=False),
+            traced,
+            demo_runs,
+            "demo POST /book",
+            args.demo_rounds,
         ),
     }

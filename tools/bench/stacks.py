@@ -31,6 +31,25 @@ HOPLESS_WORKER = ("-m", "tools.hopless_worker")
 """The same worker calling the providers' stores without HTTP: what the hop costs."""
 
 
+TRACING_PREFIX = "OTEL_"
+"""OpenTelemetry's variables: the benchmark alone says which of its processes trace."""
+
+
+def drop_tracing_variables() -> None:
+    """Forget whatever `OTEL_*` the shell exports, so that only a traced stack traces.
+
+    Every process the benchmark starts inherits its environment: an endpoint
+    left there would trace every stack, and send the traced one's spans elsewhere.
+    """
+    for name in [name for name in os.environ if name.startswith(TRACING_PREFIX)]:
+        del os.environ[name]
+
+
+def tracing_env(endpoint: str | None) -> dict[str, str]:
+    """Return what a stack's processes get to export their spans to `endpoint` (None: no traces)."""
+    return {} if endpoint is None else {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+
+
 def open_api_env() -> dict[str, str]:
     """Return this environment as the benchmarked API gets it: open, on loopback.
 
@@ -49,9 +68,12 @@ class Stack:
         simulation: dict[str, str] = QUIET_SIMULATION,
         worker: tuple[str, ...] = PRODUCT_WORKER,
         service: bool = False,
+        otlp_endpoint: str | None = None,
         **server: bool,
     ) -> None:
+        """Start the stack; `otlp_endpoint`: where its worker, providers and API export spans."""
         directory.mkdir(parents=True)
+        traced = tracing_env(otlp_endpoint)
         self.server = DevServer(directory, ui=False, **server)
         self.server.start()
         stores = {**simulation, "PROVIDERS_DIR": str(directory / "providers")}
@@ -59,12 +81,12 @@ class Stack:
         # The worker serves the providers itself (on a free port), unless they are a service.
         reach = {"PROVIDERS_PORT": "0"}
         if service:
-            self.providers = ProviderProcess(stores)
+            self.providers = ProviderProcess({**stores, **traced})
             self.providers.start()
             reach = {"PROVIDERS_URL": self.providers.url}
         own = {} if service else stores  # with a service, SIM_* is the providers' alone
         self.worker = WorkerProcess(
-            {**own, **reach, "TEMPORAL_ADDRESS": self.server.address}, worker
+            {**own, **reach, **traced, "TEMPORAL_ADDRESS": self.server.address}, worker
         )
         self.worker.start()
         self.api: Child | None = None
@@ -74,7 +96,11 @@ class Stack:
             self.api = Child(
                 [sys.executable, "starter.py"],
                 cwd=ROOT,
-                env={"TEMPORAL_ADDRESS": self.server.address, "PORT": str(self.api_port)},
+                env={
+                    **traced,
+                    "TEMPORAL_ADDRESS": self.server.address,
+                    "PORT": str(self.api_port),
+                },
                 inherit=open_api_env(),
                 output="drop",
             )
@@ -120,5 +146,10 @@ STACKS: dict[str, dict[str, Any]] = {
     "service": {"api": False, "service": True},
     # make run's: the providers a service of their own, the demo's latency and outage.
     "demo": {"api": True, "simulation": DEMO_SIMULATION, "service": True},
+    # The same, its worker, providers and API exporting spans to the benchmark's collector.
+    "traced demo": {"api": True, "simulation": DEMO_SIMULATION, "service": True},
 }
 """Each stack's options (Stack's and DevServer's): `make run`'s server unless told."""
+
+TRACED_STACKS = frozenset({"traced demo"})
+"""The stacks started with `otlp_endpoint`, the collector's (`tools/bench/collector.py`)."""

@@ -21,8 +21,12 @@ def table(data: dict[str, Any]) -> str:
             f"{row['p99_ms']:>8.1f}{row['throughput_vs_floor']:>8.3f}"
             f"{row['p50_minus_floor_ms']:>+8.1f}  {cpus}"
         )
-    lines.append("(demo rows: against the demo floor; the others: against the floor)")
+    lines.append(
+        "(demo rows: against the demo floor, the traced one against demo POST /book;"
+        " the others: against the floor)"
+    )
     lines.append(f"demo POST /book: {data['demo_in_flight']['text']}")
+    lines.append(spans_line(data["tracing"]))
     for stack, found in data["peak_rss_mib"].items():
         rss = ", ".join(f"{name} {mib:.0f}" for name, mib in found.items())
         lines.append(f"peak resident memory, MiB, {stack} stack: {rss}")
@@ -41,3 +45,17 @@ def targets_table(found: list[dict[str, Any]]) -> str:
             f"{'yes' if t['holds'] else 'NO'}"
         )
     return "\n".join(lines)
+
+
+def spans_line(tracing: dict[str, Any]) -> str:
+    """Return what the collector received from the traced stack, per booking."""
+    bookings = max(tracing["bookings"], 1)
+    services = ", ".join(
+        f"{name.removeprefix('trip-booking-')} {count / bookings:.1f}"
+        for name, count in tracing["spans_by_service"].items()
+    )
+    return (
+        f"{tracing['scenario']}: {tracing['spans_per_booking']:.1f} spans per booking"
+        f" ({services}); {tracing['spans']} spans in {tracing['traces']} traces"
+        f" for {tracing['bookings']} bookings, warm-up included, in {tracing['requests']} exports"
+    )

@@ -1,0 +1,192 @@
+"""The trace viewer as the docs have a user run it: `make traces`, then
+`OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:<its port> make run`.
+
+`make traces` (installing Phoenix first on a fresh clone) serves the viewer on
+the port it is given; `make run`, told that port, sends every process's spans
+there over OTLP/HTTP; Jane's booking, found by the `Trace-Id` its answer names,
+is one trace in the viewer, from the API's request through the saga's
+compensation to the providers' undo calls, no span twice; Ctrl-C stops both
+and leaves no process and no port behind.
+
+Both run on free ports, and the viewer keeps its traces in a folder of the
+test's (`TRACES_DIR`), not in the developer's `.traces`.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+from tests.support.processes import spawn
+from tests.support.spans import Span, named, outline
+from tests.support.trips import JANE
+from tests.tools.test_stack import alive, descendants, make_run
+from tests.tracing.test_trace import JANES_TRACE
+from tools.processes import answers, free_port, port_in_use
+
+INSTALL_SECONDS = 360
+"""How long `make traces` may take to answer: on a fresh clone it installs Phoenix first."""
+
+SHOWN = (
+    "POST /book",
+    "RunWorkflow:BookingWorkflow",
+    "compensation",
+    "undo car",
+    "RunActivity:undo_book_car",
+    "POST /{leg}/undo",
+)
+"""Spans of Jane's trace from each process: the API's, the worker's, the providers'."""
+
+
+class Viewer(NamedTuple):
+    """`make traces`, serving: its ports."""
+
+    port: int
+    grpc_port: int
+
+    @property
+    def url(self) -> str:
+        """Return where it answers, and where `make run` exports to."""
+        return f"http://127.0.0.1:{self.port}"
+
+
+def stop_with_ctrl_c(process: "subprocess.Popen[str]") -> None:
+    """Send what Ctrl-C in a terminal sends to the group; SIGKILL it if it outlives a minute."""
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+
+
+@contextmanager
+def make_traces(traces_dir: Path) -> Iterator[Viewer]:
+    """Run `make traces` on free ports until it answers, then press Ctrl-C; check nothing is left."""
+    viewer = Viewer(free_port(), free_port())
+    command = ["make", "--no-print-directory", "traces"]
+    command += [f"TRACES_PORT={viewer.port}", f"TRACES_GRPC_PORT={viewer.grpc_port}"]
+    process, output = spawn([*command, f"TRACES_DIR={traces_dir}"], {})
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + INSTALL_SECONDS
+        while not answers(f"{viewer.url}/healthz"):
+            assert process.poll() is None, f"make traces exited:\n{output.text()}"
+            assert time.monotonic() < deadline, f"no viewer in {INSTALL_SECONDS} s:\n{output.text()}"
+            time.sleep(0.5)
+        children = descendants(process.pid)
+        yield viewer
+    finally:
+        stop_with_ctrl_c(process)
+    assert children, "expected make's shell and Phoenix"
+    assert not [pid for pid in children if alive(pid)], output.text()
+    assert not [port for port in viewer if port_in_use(port)]
+
+
+def stack_env(tmp_path: Path, viewer: Viewer) -> dict[str, str]:
+    """Return `make run`'s settings: free ports, files of the test's, spans to the viewer."""
+    return {
+        "PORT": str(free_port()),
+        "TEMPORAL_PORT": str(free_port()),
+        "TEMPORAL_UI_PORT": str(free_port()),
+        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
+        "PROVIDERS_PORT": str(free_port()),
+        "PROVIDERS_DIR": str(tmp_path / "providers"),
+        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+        "SIM_LATENCY_SECONDS": "0",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": viewer.url,
+    }
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def book(api: str, body: dict[str, object]) -> tuple[str, str]:
+    """Book as the tutorial does (`POST /book`); return the booking's id and its Trace-Id."""
+    request = urllib.request.Request(
+        f"{api}/book", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200
+        return str(json.load(response)["user_id"]), str(response.headers["Trace-Id"])
+
+
+def from_viewer(span: dict[str, Any]) -> Span:
+    """Return a span as Phoenix's REST API lists it."""
+    started = datetime.fromisoformat(span["start_time"])
+    return Span(
+        span["context"]["trace_id"],
+        span["context"]["span_id"],
+        span["parent_id"],
+        span["name"],
+        int(started.timestamp() * 1_000_000_000),
+        span["attributes"],
+    )
+
+
+def spans_in_viewer(viewer: Viewer, trace_id: str) -> list[Span]:
+    """Return the spans of `trace_id` that the viewer lists in its default project, every page."""
+    spans: list[Span] = []
+    query: dict[str, str] = {"trace_id": trace_id, "limit": "1000"}
+    while True:
+        url = f"{viewer.url}/v1/projects/default/spans?{urllib.parse.urlencode(query)}"
+        try:
+            page = get_json(url)
+        except urllib.error.HTTPError as error:
+            if error.code == 404:  # no project yet: nothing received
+                return []
+            raise
+        spans += [from_viewer(span) for span in page["data"]]
+        if not page["next_cursor"]:
+            return spans
+        query["cursor"] = page["next_cursor"]
+
+
+def trace_in_viewer(viewer: Viewer, trace_id: str, timeout: float = 60) -> list[Span]:
+    """Poll the viewer until it shows Jane's whole trace, or `timeout` seconds pass; return it.
+
+    Each process exports in batches, every few seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = spans_in_viewer(viewer, trace_id)
+        if outline(spans) == JANES_TRACE or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.5)
+
+
+@pytest.mark.timeout(600)
+def test_make_traces_shows_the_trace_of_a_booking_made_on_make_run_as_documented(
+    tmp_path: Path,
+) -> None:
+    with make_traces(tmp_path / "traces") as viewer:
+        env = stack_env(tmp_path, viewer)
+        api = f"http://127.0.0.1:{env['PORT']}"
+        with make_run(env):
+            user_id, trace_id = book(api, JANE)
+            booking = get_json(f"{api}/bookings/{user_id}")
+            spans = trace_in_viewer(viewer, trace_id)
+
+    assert booking["trace_id"] == trace_id
+    names = {span.name for span in spans}
+    assert set(SHOWN) <= names, outline(spans)
+    assert len({span.span_id for span in spans}) == len(spans), "a span was shown twice"
+    assert len(named(spans, "RunWorkflow:BookingWorkflow")) == 1
+    assert [span.name for span in spans if span.parent_id is None] == ["POST /book"]
+    assert outline(spans) == JANES_TRACE
+    ports = [int(env[name]) for name in ("PORT", "TEMPORAL_PORT", "TEMPORAL_UI_PORT")]
+    ports += [int(env["PROVIDERS_PORT"]), int(env["WORKER_METRICS_ADDRESS"].rsplit(":", 1)[1])]
+    assert not [port for port in ports if port_in_use(port)]
