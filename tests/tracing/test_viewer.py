@@ -73,7 +73,7 @@ def stop_with_ctrl_c(process: "subprocess.Popen[str]") -> None:
 
 @contextmanager
 def make_traces(traces_dir: Path) -> Iterator[Viewer]:
-    """Run `make traces` on free ports until it answers, then press Ctrl-C; check nothing is left."""
+    """Run `make traces` on free ports until it answers, then Ctrl-C; check nothing is left."""
     viewer = Viewer(free_port(), free_port())
     command = ["make", "--no-print-directory", "traces"]
     command += [f"TRACES_PORT={viewer.port}", f"TRACES_GRPC_PORT={viewer.grpc_port}"]
@@ -83,7 +83,7 @@ def make_traces(traces_dir: Path) -> Iterator[Viewer]:
         deadline = time.monotonic() + INSTALL_SECONDS
         while not answers(f"{viewer.url}/healthz"):
             assert process.poll() is None, f"make traces exited:\n{output.text()}"
-            assert time.monotonic() < deadline, f"no viewer in {INSTALL_SECONDS} s:\n{output.text()}"
+            assert time.monotonic() < deadline, f"not up in {INSTALL_SECONDS} s:\n{output.text()}"
             time.sleep(0.5)
         children = descendants(process.pid)
         yield viewer
