@@ -16,6 +16,34 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import format_span_id, format_trace_id
 
+JANES_TRACE = """\
+POST /book
+  StartWorkflow:BookingWorkflow
+    RunWorkflow:BookingWorkflow
+      StartActivity:book_car
+        RunActivity:book_car
+          POST
+            POST /{leg}/book
+      StartActivity:book_hotel
+        RunActivity:book_hotel
+          POST
+            POST /{leg}/book
+        RunActivity:book_hotel
+          POST
+            POST /{leg}/book
+      compensation
+        undo hotel
+          StartActivity:undo_book_hotel
+            RunActivity:undo_book_hotel
+              POST
+                POST /{leg}/undo
+        undo car
+          StartActivity:undo_book_car
+            RunActivity:undo_book_car
+              POST
+                POST /{leg}/undo"""
+"""Jane's booking (the hotel down on its first attempt, then refusing), as a trace."""
+
 
 @dataclass(frozen=True)
 class Span:

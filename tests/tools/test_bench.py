@@ -23,7 +23,7 @@ QUICK_SCENARIOS = {
     "floor, no HTTP hop",
     "floor, provider service",
 }
-DEMO_SCENARIOS = {"demo floor", "demo POST /book"}
+DEMO_SCENARIOS = {"demo floor", "demo POST /book", "demo POST /book, traced"}
 SMALL = {
     "--sequential": 3,
     "--concurrent": 6,
@@ -40,9 +40,11 @@ TARGETS = {
     "API CPU per booking, ms (worst POST /book row)",
     "floor one at a time: p50 x sandbox-off reference's",
     "floor at 3: throughput x sandbox-off reference's",
+    "traced at 4: worker+providers+API CPU x untraced's",
 }
+TRACING_SERVICES = {"trip-booking-api", "trip-booking-worker", "trip-booking-providers"}
 
-# Eight dev servers with their workers, two APIs, and demo sagas of ~2 s: about
+# Nine dev servers with their workers, three APIs, and demo sagas of ~2 s: about
 # a minute on a quiet 2-core machine; the rest is room for a busy one. The
 # first test to ask for the run pays for it.
 pytestmark = pytest.mark.timeout(240)
@@ -87,10 +89,31 @@ def test_bench_compares_the_demo_rows_with_the_demo_floor(bench: Run) -> None:
     _, data, _ = bench
 
     demo = {r["scenario"]: r for r in data["results"] if r["scenario"] in DEMO_SCENARIOS}
-    assert {r["baseline"] for r in demo.values()} == {"demo floor"}
+    assert {name: r["baseline"] for name, r in demo.items()} == {
+        "demo floor": "demo floor",
+        "demo POST /book": "demo floor",
+        # What tracing costs: the same row, untraced, measured in the same round.
+        "demo POST /book, traced": "demo POST /book",
+    }
     assert demo["demo floor"]["throughput_vs_floor"] == 1.0
     # Each demo saga waits 1 s for the hotel's retry, plus 0.3 s per provider call.
     assert demo["demo floor"]["p50_ms"] > 1900
+
+
+def test_bench_counts_the_traced_stacks_spans_per_booking(bench: Run) -> None:
+    run, data, _ = bench
+
+    tracing = data["tracing"]
+    assert tracing["scenario"] == "demo POST /book, traced"
+    assert tracing["bookings"] == SMALL["--warmup"] + SMALL["--demo-bookings"]
+    # Only the traced stack exports, and each of its processes does: one trace a
+    # booking, and one of the worker's start (its look at the providers' /healthz).
+    assert set(tracing["spans_by_service"]) == TRACING_SERVICES
+    assert tracing["bookings"] <= tracing["traces"] <= tracing["bookings"] + 2
+    # A confirmed demo booking: the API's request, Temporal's start, run and
+    # activities, and each provider call from both ends, the hotel's twice (18).
+    assert 15 <= tracing["spans_per_booking"] <= 25
+    assert f"{tracing['spans_per_booking']:.1f} spans per booking" in run.stdout
 
 
 def test_bench_prints_every_target_with_its_margin(bench: Run) -> None:

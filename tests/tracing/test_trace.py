@@ -22,48 +22,24 @@ from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrument
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
-from temporalio.contrib.opentelemetry import create_tracer_provider
+from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, create_tracer_provider
+from temporalio.worker import Replayer
 
 from activities import BookingActivities, ProviderClient
 from api.loop import ClientLoop
 from api.settings import ApiSettings
+from run_worker import WORKFLOW_RUNNER
 from simulated.faults import Simulation
 from starter import create_app
 from tests.support.providers import served
-from tests.support.spans import Span, from_sdk, named, outline
+from tests.support.spans import JANES_TRACE, Span, from_sdk, named, outline
 from tests.support.trips import JANE, JOHN
 from tests.support.workers import worker_thread
 from tracing.instrument import temporal_plugins, trace_aiohttp, trace_flask
+from workflows import BookingWorkflow
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "tracing.md"
 
-JANES_TRACE = """\
-POST /book
-  StartWorkflow:BookingWorkflow
-    RunWorkflow:BookingWorkflow
-      StartActivity:book_car
-        RunActivity:book_car
-          POST
-            POST /{leg}/book
-      StartActivity:book_hotel
-        RunActivity:book_hotel
-          POST
-            POST /{leg}/book
-        RunActivity:book_hotel
-          POST
-            POST /{leg}/book
-      compensation
-        undo hotel
-          StartActivity:undo_book_hotel
-            RunActivity:undo_book_hotel
-              POST
-                POST /{leg}/undo
-        undo car
-          StartActivity:undo_book_car
-            RunActivity:undo_book_car
-              POST
-                POST /{leg}/undo"""
-"""Jane's booking (the hotel down on its first attempt, then refusing), as a trace."""
 
 BOOKING_KEYS = ("booking.id", "temporalWorkflowID")
 """The attributes that name a booking: the saga's, and Temporal's plugin's."""
@@ -225,6 +201,28 @@ def test_a_malformed_traceparent_starts_a_trace_of_its_own(
     (request,) = named(spans, "POST /book")
     assert request.parent_id is None
     assert named(spans, "RunWorkflow:BookingWorkflow")
+
+
+@pytest.mark.parametrize("traced", [True, False], ids=["traced", "not-traced"])
+def test_replaying_a_traced_booking_exports_nothing(
+    traced_api: FlaskClient,
+    exported: InMemorySpanExporter,
+    client_loop: ClientLoop,
+    api_client: Client,
+    traced: bool,
+) -> None:
+    user_id, trace_id = booked(traced_api, JANE)
+    trace_of(exported, trace_id, until="RunWorkflow:BookingWorkflow")
+    history = client_loop.run(api_client.get_workflow_handle(user_id).fetch_history())
+    before = len(exported.get_finished_spans())
+
+    plugins = [OpenTelemetryPlugin(add_temporal_spans=True)] if traced else []
+    replayer = Replayer(
+        workflows=[BookingWorkflow], workflow_runner=WORKFLOW_RUNNER, plugins=plugins
+    )
+    client_loop.run(replayer.replay_workflow(history))
+
+    assert len(exported.get_finished_spans()) == before
 
 
 def test_the_docs_show_janes_trace() -> None:

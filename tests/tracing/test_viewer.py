@@ -29,10 +29,9 @@ from typing import Any, NamedTuple
 import pytest
 
 from tests.support.processes import spawn
-from tests.support.spans import Span, named, outline
+from tests.support.spans import JANES_TRACE, Span, named, outline
 from tests.support.trips import JANE
 from tests.tools.test_stack import alive, descendants, make_run
-from tests.tracing.test_trace import JANES_TRACE
 from tools.processes import answers, free_port, port_in_use
 
 INSTALL_SECONDS = 360
