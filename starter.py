@@ -33,7 +33,7 @@ from api.settings import ApiSettings
 from api.starting import Starting
 from config import ConfigError, temporal_connect_config
 from tracing.instrument import temporal_plugins, trace_flask
-from tracing.provider import start_tracing, wanted
+from tracing.provider import check_tracing, start_tracing
 
 
 def generate_unique_username(name: str) -> str:
@@ -122,7 +122,7 @@ def main() -> None:
     """Serve the API with gunicorn (never Flask's debug server: see the README)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = ApiSettings.from_env()
-    wanted()  # a tracing setting it cannot use is said here, not by each process of the server
+    check_tracing()  # a setting it cannot use is said here, not by each process of the server
     # Open is a warning even on loopback: a reverse proxy there would open it to its callers.
     level = logging.INFO if settings.api_keys is not None else logging.WARNING
     logging.getLogger("starter").log(level, access_summary(settings.api_keys, settings.host))

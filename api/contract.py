@@ -84,7 +84,7 @@ HEADERS = {
     "Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}},
     "WWW-Authenticate": {"description": "the scheme to use: Bearer", "schema": {"type": "string"}},
     "Trace-Id": {
-        "description": "the booking's OpenTelemetry trace id, where the API traces",
+        "description": "the OpenTelemetry trace the booking runs in, where its worker traces",
         "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
     },
 }

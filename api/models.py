@@ -175,7 +175,8 @@ class BookingView(BaseModel):
     legs: dict[Leg, LegView] | None = None
     result: TripResult | None = None
     trace_id: Annotated[
-        str | None, Field(description="the booking's OpenTelemetry trace id, where it is traced")
+        str | None,
+        Field(description="the OpenTelemetry trace the booking runs in, where its worker traces"),
     ] = None
 
 

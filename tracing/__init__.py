@@ -4,6 +4,6 @@ Off unless OpenTelemetry's own variables say where to export
 (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`):
 then each process exports its spans over OTLP/HTTP (docs/tracing.md).
 
-- `setup`: the process's tracer provider, from the `OTEL_*` variables
+- `provider`: the process's tracer provider, from the `OTEL_*` variables
 - `instrument`: where spans come from (Temporal's plugin, Flask, aiohttp)
 """

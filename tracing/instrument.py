@@ -1,17 +1,13 @@
 """Where the spans come from: Temporal's plugin, the API's Flask app, and aiohttp on both ends.
 
-Each is added only where `start_tracing` turned tracing on, so a process
-that does not trace runs none of their code.
+Each is added only where `start_tracing` turned tracing on, and imported
+only then: a process that does not trace loads none of them.
 """
 
 from flask import Flask
-from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
-from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from temporalio.client import Plugin
-from temporalio.contrib.opentelemetry import OpenTelemetryPlugin
 
-UNTRACED_ROUTES = "healthz,readyz,metrics"
+UNTRACED_ROUTES = r"://[^/]+/(healthz|readyz|metrics)(\?|$)"
 """The API's routes polled by probes and scrapers: a trace each would bury the bookings'."""
 
 
@@ -23,7 +19,11 @@ def temporal_plugins(tracing: bool) -> list[Plugin]:
     SDK's own spans (StartWorkflow, RunWorkflow, StartActivity, RunActivity),
     without which a booking's trace would have no Temporal in it.
     """
-    return [OpenTelemetryPlugin(add_temporal_spans=True)] if tracing else []
+    if not tracing:
+        return []
+    from temporalio.contrib.opentelemetry import OpenTelemetryPlugin
+
+    return [OpenTelemetryPlugin(add_temporal_spans=True)]
 
 
 def trace_flask(app: Flask) -> None:
@@ -31,6 +31,8 @@ def trace_flask(app: Flask) -> None:
 
     A `traceparent` that cannot be read is ignored: the request starts a trace of its own.
     """
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
     # The instrumentation ships no type hints.
     FlaskInstrumentor.instrument_app(app, excluded_urls=UNTRACED_ROUTES)  # type: ignore[no-untyped-call]
 
@@ -42,5 +44,8 @@ def trace_aiohttp() -> None:
     span continues. Called before the providers' app is built: the server's
     instrumentation is a subclass of `aiohttp.web.Application`.
     """
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
     AioHttpClientInstrumentor().instrument()
     AioHttpServerInstrumentor().instrument()

@@ -16,10 +16,17 @@ from temporalio.client import Client, WorkflowHandle
 
 from tests.support.processes import spawn, terminate
 from tests.support.spans import Receiver, named
-from tests.support.trips import JANE
+from tests.support.trips import JANE, JOHN
 from tests.support.workers import until
 from tools.children import Output
-from tools.processes import ProviderProcess, WorkerProcess, answers, free_port, wait_until
+from tools.processes import (
+    ProviderProcess,
+    WorkerProcess,
+    answers,
+    free_port,
+    port_in_use,
+    wait_until,
+)
 
 UNDOS = ("undo hotel", "undo car", "RunActivity:undo_book_hotel", "RunActivity:undo_book_car")
 
@@ -84,17 +91,26 @@ async def undo_running(handle: WorkflowHandle[Any, Any], activity_type: str) -> 
     return any(a.activity_type.name == activity_type and a.state == started for a in pending)
 
 
+def sent(receiver: Receiver, user_id: str, name: str) -> bool:
+    """Whether the receiver has the booking's span called `name`."""
+    spans = receiver.received()
+    return any(s.name == name and s.attributes.get("booking.id") == user_id for s in spans)
+
+
 @pytest.mark.timeout(180)
 async def test_a_worker_killed_during_an_undo_leaves_one_trace_with_no_span_twice(
     address: str, client: Client, tmp_path: Path, receiver: Receiver
 ) -> None:
     otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
-    # The car's calls take 2 s: long enough to kill the worker in the middle of its undo.
-    stack, api = start_stack(address, tmp_path, {**otel, "SIM_CAR_LATENCY_SECONDS": "2"})
+    # The car's calls take 3 s: long enough to kill the worker in the middle of its undo.
+    stack, api = start_stack(address, tmp_path, {**otel, "SIM_CAR_LATENCY_SECONDS": "3"})
     try:
         started = post(stack.api_port, "/bookings", JANE)
         handle = client.get_workflow_handle(started["user_id"])
         await until(lambda: undo_running(handle, "undo_book_car"), "the car's undo running", 60)
+        # What ended before the kill has gone out: a kill loses what is still in the batch.
+        await until(lambda: sent(receiver, started["user_id"], "undo hotel"), "the hotel's undo")
+        assert await undo_running(handle, "undo_book_car")
         stack.worker.kill()
         stack.worker.start()
         await handle.result()
@@ -127,9 +143,40 @@ async def test_a_worker_killed_during_an_undo_leaves_one_trace_with_no_span_twic
 
 
 @pytest.mark.timeout(120)
+def test_the_spans_still_in_a_batch_go_out_as_each_process_stops(
+    address: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    # A batch every ten minutes: only stopping sends anything.
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "600000"}
+    stack, api = start_stack(address, tmp_path, otel)
+    try:
+        answer = post(stack.api_port, "/book", JOHN)
+        booking = get(stack.api_port, f"/bookings/{answer['user_id']}")
+        sent_before = receiver.requests
+    finally:
+        stack.worker.stop()
+        stack.providers.stop()
+        terminate(api)
+
+    assert sent_before == 0
+    spans = [span for span in receiver.received() if span.trace_id == booking["trace_id"]]
+    assert {span.service for span in spans} == {
+        "trip-booking-api",
+        "trip-booking-worker",
+        "trip-booking-providers",
+    }
+    assert {"POST /book", "RunWorkflow:BookingWorkflow", "RunActivity:book_flight"} <= {
+        span.name for span in spans
+    }
+    assert len(named(spans, "POST /{leg}/book")) == 4  # the car, the hotel twice, the flight
+
+
+@pytest.mark.timeout(120)
 def test_with_no_otel_variables_nothing_is_exported_or_said_about_tracing(
     address: str, tmp_path: Path
 ) -> None:
+    if port_in_use(OTLP_PORT):
+        pytest.skip(f"port {OTLP_PORT}, OTLP's default, is taken: nothing to tell tracing by")
     with_default_port = Receiver(OTLP_PORT)
     stack, api = start_stack(address, tmp_path, {})
     try:

@@ -14,6 +14,7 @@ test's (`TRACES_DIR`), not in the developer's `.traces`.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -30,9 +31,11 @@ import pytest
 
 from tests.support.processes import spawn
 from tests.support.spans import JANES_TRACE, Span, named, outline
-from tests.support.trips import JANE
 from tests.tools.test_stack import alive, descendants, make_run
-from tools.processes import answers, free_port, port_in_use
+from tools.processes import ROOT, answers, free_port, port_in_use
+
+DOCS = (ROOT / "docs" / "tracing.md").read_text()
+TRACE_ID_LINE = re.compile(r"Trace-Id: [0-9a-f]{32}\r?\n")
 
 INSTALL_SECONDS = 360
 """How long `make traces` may take to answer: on a fresh clone it installs Phoenix first."""
@@ -113,14 +116,21 @@ def get_json(url: str) -> Any:
         return json.load(response)
 
 
-def book(api: str, body: dict[str, object]) -> tuple[str, str]:
-    """Book as the tutorial does (`POST /book`); return the booking's id and its Trace-Id."""
-    request = urllib.request.Request(
-        f"{api}/book", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert response.status == 200
-        return str(json.load(response)["user_id"]), str(response.headers["Trace-Id"])
+def documented(after: str, kind: str) -> str:
+    """Return the first `kind` block of docs/tracing.md that comes after the text `after`."""
+    found = re.search(f"{re.escape(after)}.*?```{kind}\n(.*?)```", DOCS, re.DOTALL)
+    assert found is not None, f"no {kind} block after {after!r} in docs/tracing.md"
+    return found.group(1)
+
+
+def book_as_documented(port: str) -> str:
+    """Run the docs' curl against `make run`'s port; return the Trace-Id it prints."""
+    command = documented("Book Jane's trip", "bash").replace("localhost:3000", f"localhost:{port}")
+    said = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True)
+    shown = documented("Book Jane's trip", "text")
+    assert TRACE_ID_LINE.fullmatch(shown), shown
+    assert TRACE_ID_LINE.fullmatch(said.stdout), said.stdout
+    return said.stdout.split()[1]
 
 
 def from_viewer(span: dict[str, Any]) -> Span:
@@ -174,12 +184,15 @@ def test_make_traces_shows_the_trace_of_a_booking_made_on_make_run_as_documented
     with make_traces(tmp_path / "traces") as viewer:
         env = stack_env(tmp_path, viewer)
         api = f"http://127.0.0.1:{env['PORT']}"
-        with make_run(env):
-            user_id, trace_id = book(api, JANE)
-            booking = get_json(f"{api}/bookings/{user_id}")
+        with make_run(env) as output:
+            trace_id = book_as_documented(env["PORT"])
             spans = trace_in_viewer(viewer, trace_id)
+            (compensation,) = named(spans, "compensation")
+            booking = get_json(f"{api}/bookings/{compensation.attributes['booking.id']}")
 
     assert booking["trace_id"] == trace_id
+    logged = documented("each process logs one line at start", "text")
+    assert logged.replace("6006", str(viewer.port)) in output.lines
     names = {span.name for span in spans}
     assert set(SHOWN) <= names, outline(spans)
     assert len({span.span_id for span in spans}) == len(spans), "a span was shown twice"
