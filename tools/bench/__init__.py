@@ -22,9 +22,9 @@ off (a saga of a few tens of ms):
 Each runs one at a time and at `--concurrency`. Then what `make run` runs,
 the demo saga (0.3 s per provider call and the hotel down on its first
 attempt: about 2 s; the providers a service), at `--demo-concurrency` on a stack of its own: its
-floor and POST /book; then POST /book again on the same stack traced (its worker, providers
-and API exporting spans to the benchmark's OTLP collector, `tools/bench/collector.py`),
-against the untraced row. All after a warm-up.
+floor and POST /book, each followed by the same on a twin stack that traces (its worker,
+providers and API exporting spans to the benchmark's OTLP collector,
+`tools/bench/collector.py`), against the untraced row. All after a warm-up.
 
 It prints a table (throughput, p50/p95/p99, CPU seconds per booking of the
 server, the worker and the API, peak memory, ratios to the floor), how the

@@ -3,9 +3,11 @@
 A process of its own (`python -m tools.bench.collector PORT`), so that
 decoding the spans takes nothing from the load generator's interpreter. It
 takes `POST /v1/traces` (OTLP/HTTP, protobuf, as `tracing/provider.py`'s
-exporter sends them), counts the requests, the spans, each service's spans
-and the traces they belong to, keeps nothing else, and answers an empty
-`ExportTraceServiceResponse`; `GET /stats` says what it has counted, as JSON.
+exporter sends them), counts the requests, the spans, each service's spans,
+and each trace's spans with the name of its root (the span without a parent:
+"POST /book" for a booking through the API), keeps nothing else, and answers
+an empty `ExportTraceServiceResponse`; `GET /stats` says what it has counted,
+as JSON.
 """
 
 import asyncio
@@ -27,7 +29,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tools.children import Child
 from tools.processes import ROOT, answers, free_port, wait_until
 
-READY = "collector serving on"
+NO_ROOT = "(no root)"
+"""Where the traces whose root span has not come are counted."""
 QUIET_SECONDS = 7.0
 """How long nothing must arrive before the spans are all in: the SDK's batch
 processor exports every 5 s (OTEL_BSP_SCHEDULE_DELAY's default)."""
@@ -40,7 +43,10 @@ class Counts:
         self.requests = 0
         self.spans = 0
         self.services: Counter[str] = Counter()
-        self.traces: set[bytes] = set()
+        self.traces: Counter[bytes] = Counter()
+        """Each trace's spans so far."""
+        self.roots: dict[bytes, str] = {}
+        """Each trace's root span's name, once it has come."""
 
     def add(self, message: ExportTraceServiceRequest) -> None:
         """Count one export request's spans."""
@@ -57,15 +63,24 @@ class Counts:
             for scope_spans in resource_spans.scope_spans:
                 self.spans += len(scope_spans.spans)
                 self.services[service] += len(scope_spans.spans)
-                self.traces.update(span.trace_id for span in scope_spans.spans)
+                for span in scope_spans.spans:
+                    self.traces[span.trace_id] += 1
+                    if not span.parent_span_id:
+                        self.roots[span.trace_id] = span.name
 
     def as_json(self) -> dict[str, Any]:
         """Return the counts as GET /stats answers them."""
+        by_root: dict[str, dict[str, int]] = {}
+        for trace_id, spans in self.traces.items():
+            found = by_root.setdefault(self.roots.get(trace_id, NO_ROOT), {"traces": 0, "spans": 0})
+            found["traces"] += 1
+            found["spans"] += spans
         return {
             "requests": self.requests,
             "spans": self.spans,
             "traces": len(self.traces),
             "spans_by_service": dict(sorted(self.services.items())),
+            "traces_by_root": dict(sorted(by_root.items())),
         }
 
 
@@ -95,7 +110,7 @@ async def serve(port: int) -> None:
     runner = web.AppRunner(application(Counts()), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    print(f"{READY} http://127.0.0.1:{port}", flush=True)
+    print(f"collector serving on http://127.0.0.1:{port}", flush=True)
     try:
         await stop.wait()
     finally:
@@ -110,6 +125,8 @@ class Received:
     spans: int
     traces: int
     spans_by_service: dict[str, int]
+    traces_by_root: dict[str, dict[str, int]]
+    """Each root span's name: its traces, and the spans in them."""
 
 
 class Collector:

@@ -22,7 +22,7 @@ def table(data: dict[str, Any]) -> str:
             f"{row['p50_minus_floor_ms']:>+8.1f}  {cpus}"
         )
     lines.append(
-        "(demo rows: against the demo floor, the traced one against demo POST /book;"
+        "(demo rows: against the demo floor, a traced one against the same row untraced;"
         " the others: against the floor)"
     )
     lines.append(f"demo POST /book: {data['demo_in_flight']['text']}")
@@ -48,14 +48,13 @@ def targets_table(found: list[dict[str, Any]]) -> str:
 
 
 def spans_line(tracing: dict[str, Any]) -> str:
-    """Return what the collector received from the traced stack, per booking."""
-    bookings = max(tracing["bookings"], 1)
-    services = ", ".join(
-        f"{name.removeprefix('trip-booking-')} {count / bookings:.1f}"
-        for name, count in tracing["spans_by_service"].items()
+    """Return what the collector received from the traced stack, per booking of each row."""
+    rows = "; ".join(
+        f"{row['scenario']} {row['spans_per_booking']:.1f}"
+        f" ({row['traces']} traces for {row['bookings']} bookings)"
+        for row in tracing["rows"]
     )
     return (
-        f"{tracing['scenario']}: {tracing['spans_per_booking']:.1f} spans per booking"
-        f" ({services}); {tracing['spans']} spans in {tracing['traces']} traces"
-        f" for {tracing['bookings']} bookings, warm-up included, in {tracing['requests']} exports"
+        f"spans per booking, warm-up included: {rows}; in all {tracing['spans']} spans"
+        f" in {tracing['traces']} traces, {tracing['requests']} exports"
     )
