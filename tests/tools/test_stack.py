@@ -186,6 +186,20 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def on_free_ports(tmp_path: Path, **more: str) -> dict[str, str]:
+    """Return `make run`'s settings for a test: free ports, its files in `tmp_path`, and `more`."""
+    return {
+        "PORT": str(free_port()),
+        "TEMPORAL_PORT": str(free_port()),
+        "TEMPORAL_UI_PORT": str(free_port()),
+        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
+        "PROVIDERS_PORT": str(free_port()),
+        "PROVIDERS_DIR": str(tmp_path / "providers"),
+        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+        **more,
+    }
+
+
 @contextmanager
 def make_run(env: dict[str, str]) -> Iterator[Output]:
     """Run `make run`, then press Ctrl-C; check that nothing is left behind."""
@@ -211,17 +225,8 @@ def make_run(env: dict[str, str]) -> Iterator[Output]:
 def test_make_run_repairs_a_booking_that_waits_for_a_person_as_documented(
     tmp_path: Path,
 ) -> None:
-    api, grpc = free_port(), free_port()
-    env = {
-        "PORT": str(api),
-        "TEMPORAL_PORT": str(grpc),
-        "TEMPORAL_UI_PORT": str(free_port()),
-        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
-        "PROVIDERS_PORT": str(free_port()),
-        "PROVIDERS_DIR": str(tmp_path / "providers"),
-        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
-        "SIM_CAR_UNDO_REJECT_RATE": "1",
-    }
+    env = on_free_ports(tmp_path, SIM_CAR_UNDO_REJECT_RATE="1")
+    api, grpc = int(env["PORT"]), int(env["TEMPORAL_PORT"])
     assert CLI is not None
     assert CLI_ANSWER is not None
     examples = repair_examples()
@@ -268,16 +273,8 @@ def get_json(url: str) -> dict[str, object]:
 
 @pytest.mark.timeout(240)
 def test_make_run_answers_the_readme_curls_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    api, grpc, ui = free_port(), free_port(), free_port()
-    env = {
-        "PORT": str(api),
-        "TEMPORAL_PORT": str(grpc),
-        "TEMPORAL_UI_PORT": str(ui),
-        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
-        "PROVIDERS_PORT": str(free_port()),
-        "PROVIDERS_DIR": str(tmp_path / "providers"),
-        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
-    }
+    env = on_free_ports(tmp_path)
+    api, grpc, ui = (int(env[name]) for name in ("PORT", "TEMPORAL_PORT", "TEMPORAL_UI_PORT"))
     ids: dict[str, str] = {}
     with make_run(env):
         for command, documented in readme_examples():
@@ -314,15 +311,7 @@ def test_make_run_adds_the_search_attributes_to_a_file_made_before_them(tmp_path
         wait_until(lambda: server_serving(f"127.0.0.1:{grpc}"), old.process, "a server of before")
     finally:
         old.stop(30)
-    env = {
-        "PORT": str(free_port()),
-        "TEMPORAL_PORT": str(free_port()),
-        "TEMPORAL_UI_PORT": str(free_port()),
-        "TEMPORAL_DB_FILE": str(db_file),
-        "PROVIDERS_PORT": str(free_port()),
-        "PROVIDERS_DIR": str(tmp_path / "providers"),
-        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
-    }
+    env = on_free_ports(tmp_path, TEMPORAL_DB_FILE=str(db_file))
 
     # Ready means a worker polls: one that found the namespace lacking them would have stopped.
     with make_run(env) as output:
@@ -355,18 +344,9 @@ def ended(api: str, user_id: str) -> dict[str, object]:
 def test_make_deploy_beside_make_run_retires_its_worker_and_the_stack_goes_on(
     tmp_path: Path,
 ) -> None:
-    api_port, grpc = free_port(), free_port()
-    env = {
-        "PORT": str(api_port),
-        "TEMPORAL_PORT": str(grpc),
-        "TEMPORAL_UI_PORT": str(free_port()),
-        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
-        "PROVIDERS_PORT": str(free_port()),
-        "PROVIDERS_DIR": str(tmp_path / "providers"),
-        "WORKER_METRICS_ADDRESS": "",
-        "SIM_LATENCY_SECONDS": "4",  # the bookings are still running when the deploy switches
-    }
-    api = f"http://127.0.0.1:{api_port}"
+    # The bookings are still running when the deploy switches.
+    env = on_free_ports(tmp_path, WORKER_METRICS_ADDRESS="", SIM_LATENCY_SECONDS="4")
+    api, grpc = f"http://127.0.0.1:{env['PORT']}", int(env["TEMPORAL_PORT"])
     changed = changed_copy(tmp_path / "changed")
     with make_run(env) as output:
         before = [str(post_json(f"{api}/bookings", JOHN)["user_id"]) for _ in range(3)]

@@ -31,7 +31,7 @@ import pytest
 
 from tests.support.processes import spawn
 from tests.support.spans import JANES_TRACE, Span, named, outline
-from tests.tools.test_stack import alive, descendants, make_run
+from tests.tools.test_stack import alive, descendants, make_run, on_free_ports
 from tools.processes import ROOT, answers, free_port, port_in_use
 
 DOCS = (ROOT / "docs" / "tracing.md").read_text()
@@ -94,21 +94,6 @@ def make_traces(traces_dir: Path) -> Iterator[Viewer]:
     assert children, "expected make's shell and Phoenix"
     assert not [pid for pid in children if alive(pid)], output.text()
     assert not [port for port in viewer if port_in_use(port)]
-
-
-def stack_env(tmp_path: Path, viewer: Viewer) -> dict[str, str]:
-    """Return `make run`'s settings: free ports, files of the test's, spans to the viewer."""
-    return {
-        "PORT": str(free_port()),
-        "TEMPORAL_PORT": str(free_port()),
-        "TEMPORAL_UI_PORT": str(free_port()),
-        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
-        "PROVIDERS_PORT": str(free_port()),
-        "PROVIDERS_DIR": str(tmp_path / "providers"),
-        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
-        "SIM_LATENCY_SECONDS": "0",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": viewer.url,
-    }
 
 
 def get_json(url: str) -> Any:
@@ -182,7 +167,9 @@ def test_make_traces_shows_the_trace_of_a_booking_made_on_make_run_as_documented
     tmp_path: Path,
 ) -> None:
     with make_traces(tmp_path / "traces") as viewer:
-        env = stack_env(tmp_path, viewer)
+        env = on_free_ports(
+            tmp_path, SIM_LATENCY_SECONDS="0", OTEL_EXPORTER_OTLP_ENDPOINT=viewer.url
+        )
         api = f"http://127.0.0.1:{env['PORT']}"
         with make_run(env) as output:
             trace_id = book_as_documented(env["PORT"])
