@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from temporalio import activity, workflow
@@ -29,7 +29,7 @@ from namespace import NamespaceProblem, prepare
 from providers import ProviderSettings, serve
 from shared import TASK_QUEUE_NAME
 from tracing.instrument import temporal_plugins, trace_aiohttp
-from tracing.provider import start_tracing
+from tracing.provider import start_tracing, stop_tracing
 from workflows import VERSIONING, BookingWorkflow
 
 log = logging.getLogger("run_worker")
@@ -44,11 +44,9 @@ WATCH_EVERY = timedelta(seconds=10)
 WORKFLOW_RUNNER = SandboxedWorkflowRunner()
 """The product's workflow runner: Temporal's determinism sandbox, kept on.
 
-`workflows.py` is re-imported into a fresh sandbox for every run, with the
-standard library's non-deterministic calls (clock, random, I/O) refused. The
-project modules it imports (`shared`, `activities`) it imports passed
-through, so they are not re-imported per run; and it keeps its own
-module-level work small for the same reason.
+`workflows.py` is re-imported into a fresh sandbox for every run, with the standard
+library's non-deterministic calls (clock, random, I/O) refused; what it imports of the
+project and of OpenTelemetry is passed through, not re-imported per run.
 """
 
 
@@ -119,8 +117,7 @@ def build_worker(
         workflow_runner: How workflows run; None: `WORKFLOW_RUNNER`, sandboxed.
         version: The worker deployment version it polls as; None: unversioned
             (the tests' workers, each on a task queue of its own).
-        max_cached_workflows: The SDK's default; 0 replays every workflow task's
-            history from the start (a test of replay safety).
+        max_cached_workflows: The SDK's default; 0: each task replays the history (tests).
 
     """
     deployment = None
@@ -164,8 +161,8 @@ async def open_activities(settings: WorkerSettings) -> AsyncIterator[BookingActi
 def runtime(metrics_address: str) -> Runtime:
     """Return the SDK runtime: with a Prometheus endpoint if given an address.
 
-    It serves the SDK's own metrics (task latencies, poll counts, slots) and the
-    saga's, recorded through `workflow.metric_meter()`, which skips replays.
+    It serves the SDK's metrics (task latencies, polls, slots) and the saga's
+    (`workflow.metric_meter()`, which skips replays).
     """
     if not metrics_address:
         return Runtime.default()
@@ -253,11 +250,10 @@ async def main(
 ) -> None:
     """Run the worker until SIGINT or SIGTERM, or until its version has drained; then drain it.
 
-    `workflow_runner`: as `build_worker`'s (the benchmark's reference worker
-    turns the sandbox off; the product never does). `versioned=False`: no
-    deployment version (`tools/unversioned_worker.py`; the product never).
-    `activities_from`: how the activities reach the providers (the
-    benchmark's `tools/hopless_worker.py` calls the stores without HTTP).
+    For the tools only, never the product: `workflow_runner` as `build_worker`'s
+    (the benchmark's reference worker turns the sandbox off); `versioned=False`,
+    no deployment version (`tools/unversioned_worker.py`); `activities_from`, how
+    the activities reach the providers (`tools/hopless_worker.py`: no HTTP).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # The saga's own lines carry the booking id; the SDK's dict after each is noise.
@@ -284,8 +280,7 @@ async def work(
 ) -> BaseException | None:
     """Poll until SIGINT or SIGTERM, or until the version has drained; then drain.
 
-    `tracing`: the client carries Temporal's tracing plugin, and so its worker.
-    Returns what looking after the version raised, if it did.
+    Returns what looking after the version raised, if it did. `tracing`: with the plugin.
     """
     config = temporal_connect_config()
     try:
@@ -333,8 +328,23 @@ async def until_stopped(
     return watch.exception()
 
 
+def exit_skipping_teardown(code: int | str | None) -> NoReturn:
+    """Exit as `sys.exit(code)` would, spans and output sent, but skip the interpreter's teardown.
+
+    The SDK's Rust threads may still run as the interpreter finalizes, which
+    can crash a worker whose work is done (sdk-python #300; seen here as
+    "Fatal Python error: PyGILState_Release" after "Worker stopped").
+    """
+    stop_tracing()
+    if isinstance(code, str):
+        print(code, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1 if isinstance(code, str) else code or 0)
+
+
 if __name__ == "__main__":
     try:
         asyncio.run(main())
-    except ConfigError as err:
-        sys.exit(f"run_worker: {err}")
+    except (ConfigError, SystemExit) as err:
+        exit_skipping_teardown(err.code if isinstance(err, SystemExit) else f"run_worker: {err}")
+    exit_skipping_teardown(0)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from config import ConfigError
+from config import ConfigError, number_from_env
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -26,6 +26,13 @@ ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
 PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 """The protocol for spans, then for every signal: the first one set applies."""
+BATCH_SETTINGS = {
+    "OTEL_BSP_SCHEDULE_DELAY": 1,
+    "OTEL_BSP_EXPORT_TIMEOUT": 0,
+    "OTEL_BSP_MAX_QUEUE_SIZE": 1,
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": 1,
+}
+"""The batching settings, by their least usable value: whole milliseconds, or spans."""
 HTTP_PROTOBUF = "http/protobuf"
 """The one OTLP protocol installed here (requirements.txt): no gRPC stack in the processes."""
 
@@ -70,7 +77,11 @@ def tracer_provider(
         ConfigError: an OTEL_* setting of the SDK's cannot be used (a batch size, say).
 
     """
-    try:  # the SDK reads its limits as it is imported, its batch settings as it is built
+    for name, low in BATCH_SETTINGS.items():
+        # Read here, so that what the SDK would log and replace by its default is refused.
+        number_from_env(os.environ, name, int, low, low=low, high=2**31 - 1)
+    try:  # the SDK reads its limits and propagators as it is imported, the rest as it is built
+        from opentelemetry import propagate  # noqa: F401
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from temporalio.contrib.opentelemetry import create_tracer_provider
@@ -124,14 +135,28 @@ def start_tracing(service_name: str) -> bool:
     """
     if not wanted():
         return False
+    resource = named(service_name)
+    provider = tracer_provider(resource)  # first: it refuses what the imports below would raise
     from opentelemetry import propagate, trace
     from opentelemetry.sdk.resources import SERVICE_NAME
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    resource = named(service_name)
-    trace.set_tracer_provider(tracer_provider(resource))
+    trace.set_tracer_provider(provider)
     if not os.environ.get("OTEL_PROPAGATORS", "").strip():
         propagate.set_global_textmap(TraceContextTextMapPropagator())
     name = resource.attributes[SERVICE_NAME]
     log.info("Tracing: exporting spans as %r to %s", name, traces_endpoint())
     return True
+
+
+def stop_tracing() -> None:
+    """Send the spans still in the batch, and stop tracing (nothing, where it was off).
+
+    For a process about to exit without the interpreter's teardown, where
+    the provider's own flush at exit would not run.
+    """
+    from opentelemetry import trace
+
+    shutdown = getattr(trace.get_tracer_provider(), "shutdown", None)
+    if callable(shutdown):
+        shutdown()

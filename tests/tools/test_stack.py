@@ -4,23 +4,20 @@ the README's curls give the JSON shown; Ctrl-C leaves nothing behind."""
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.processes import spawn
 from tests.support.sagas import changed_copy
+from tests.support.stack import make_run, on_free_ports
 from tests.support.trips import JOHN
-from tools.children import Child, Output
+from tools.children import Child
 from tools.processes import (
     ROOT,
     free_port,
@@ -158,67 +155,6 @@ def run_example(
             return
         assert time.monotonic() < deadline, f"{command}\nanswered {answer}"
         time.sleep(0.2)
-
-
-def descendants(pid: int) -> set[int]:
-    """Return the process ids below `pid`."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def on_free_ports(tmp_path: Path, **more: str) -> dict[str, str]:
-    """Return `make run`'s settings for a test: free ports, its files in `tmp_path`, and `more`."""
-    return {
-        "PORT": str(free_port()),
-        "TEMPORAL_PORT": str(free_port()),
-        "TEMPORAL_UI_PORT": str(free_port()),
-        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
-        "PROVIDERS_PORT": str(free_port()),
-        "PROVIDERS_DIR": str(tmp_path / "providers"),
-        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
-        **more,
-    }
-
-
-@contextmanager
-def make_run(env: dict[str, str]) -> Iterator[Output]:
-    """Run `make run`, then press Ctrl-C; check that nothing is left behind."""
-    process, output = spawn(["make", "--no-print-directory", "run"], env)
-    children: set[int] = set()
-    try:
-        output.wait_for("ready: API")
-        children = descendants(process.pid)
-        yield output
-    finally:
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
-        output.wait_for("stack | stopped", timeout=5)
-    assert len(children) >= 5, f"expected the supervisor and four children, saw {children}"
-    assert not [pid for pid in children if alive(pid)]
 
 
 @pytest.mark.timeout(240)

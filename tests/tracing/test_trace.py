@@ -203,6 +203,41 @@ def test_a_malformed_traceparent_starts_a_trace_of_its_own(
     assert named(spans, "RunWorkflow:BookingWorkflow")
 
 
+def test_a_caller_that_says_not_to_sample_gets_its_trace_id_and_no_span_is_kept(
+    traced_api: FlaskClient, exported: InMemorySpanExporter
+) -> None:
+    unsampled = uuid.uuid4().hex  # a trace of its own, no other test's
+    _, trace_id = booked(traced_api, JOHN, traceparent=f"00-{unsampled}-{CALLER_SPAN}-00")
+
+    assert trace_id == unsampled
+    kept = [span for span in exported.get_finished_spans() if from_sdk(span).trace_id == trace_id]
+    assert kept == []
+
+
+def test_a_repeat_with_the_same_idempotency_key_names_the_first_requests_trace(
+    traced_api: FlaskClient,
+) -> None:
+    key = {"Idempotency-Key": f"trace-{uuid.uuid4()}"}
+    first_id, first_trace = booked(traced_api, JOHN, **key)
+    again_id, again_trace = booked(traced_api, JOHN, **key)
+
+    assert (again_id, again_trace) == (first_id, first_trace)
+
+
+@pytest.mark.parametrize(
+    ("path", "traced"),
+    [("/healthz", False), ("/readyz", False), ("/metrics", False), ("/healthzz", True)],
+)
+def test_the_probes_routes_are_not_traced(
+    traced_api: FlaskClient, exported: InMemorySpanExporter, path: str, traced: bool
+) -> None:
+    exported.clear()
+    traced_api.get(path)
+
+    requests = [span for span in exported.get_finished_spans() if span.name.startswith("GET")]
+    assert bool(requests) is traced
+
+
 @pytest.mark.parametrize("traced", [True, False], ids=["traced", "not-traced"])
 def test_replaying_a_traced_booking_exports_nothing(
     traced_api: FlaskClient,

@@ -31,10 +31,11 @@ import pytest
 
 from tests.support.processes import spawn
 from tests.support.spans import JANES_TRACE, Span, named, outline
-from tests.tools.test_stack import alive, descendants, make_run, on_free_ports
+from tests.support.stack import alive, descendants, make_run, on_free_ports
 from tools.processes import ROOT, answers, free_port, port_in_use
 
 DOCS = (ROOT / "docs" / "tracing.md").read_text()
+MAKEFILE = (ROOT / "Makefile").read_text()
 TRACE_ID_LINE = re.compile(r"Trace-Id: [0-9a-f]{32}\r?\n")
 
 INSTALL_SECONDS = 360
@@ -163,6 +164,15 @@ def trace_in_viewer(viewer: Viewer, trace_id: str, timeout: float = 60) -> list[
 
 
 @pytest.mark.timeout(600)
+def test_the_docs_two_commands_are_make_traces_then_make_run_exporting_to_its_port() -> None:
+    viewer, stack = documented("Two commands", "sh").splitlines()
+    default_port = re.search(r"^TRACES_PORT \?= (\d+)$", MAKEFILE, re.MULTILINE)
+
+    assert viewer == "make traces"
+    assert default_port is not None
+    assert stack == f"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{default_port[1]} make run"
+
+
 def test_make_traces_shows_the_trace_of_a_booking_made_on_make_run_as_documented(
     tmp_path: Path,
 ) -> None:
