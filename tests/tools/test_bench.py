@@ -1,6 +1,8 @@
 """`make bench`, run small: every scenario measured, the targets checked, JSON and PNG written."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from api.settings import ApiSettings
+from tests.support.spans import Receiver
 from tools.bench.collector import Counts
+from tools.bench.table import table
 from tools.processes import ROOT
 
 QUICK_SCENARIOS = {
@@ -55,27 +59,35 @@ TRACING_SERVICES = {"trip-booking-api", "trip-booking-worker", "trip-booking-pro
 # first test to ask for the run pays for it.
 pytestmark = pytest.mark.timeout(240)
 
-Run = tuple["subprocess.CompletedProcess[str]", dict[str, Any], Path]
+Run = tuple["subprocess.CompletedProcess[str]", dict[str, Any], Path, Receiver]
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Run:
     out = tmp_path_factory.mktemp("bench") / "bench"
     small = [str(part) for option in SMALL.items() for part in option]
-    run = subprocess.run(
-        [sys.executable, "-m", "tools.bench", *small, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=230,
-        check=False,
-    )
+    # A shell that traces, elsewhere: the bench must drop it (conftest.py drops
+    # OTEL_* from the tests' own environment, so it is put back here).
+    receiver = Receiver()
+    leaky = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "leak"}
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "tools.bench", *small, "--out", str(out)],
+            cwd=ROOT,
+            env={**os.environ, **leaky},
+            capture_output=True,
+            text=True,
+            timeout=230,
+            check=False,
+        )
+    finally:
+        receiver.stop()
     assert run.returncode == 0, run.stderr[-3000:]
-    return run, json.loads(out.with_suffix(".json").read_text()), out
+    return run, json.loads(out.with_suffix(".json").read_text()), out, receiver
 
 
 def test_bench_measures_every_scenario_and_writes_its_results(bench: Run) -> None:
-    run, data, out = bench
+    run, data, out, _ = bench
 
     assert {(r["scenario"], r["concurrency"]) for r in data["results"]} == {
         *((name, c) for name in QUICK_SCENARIOS for c in (1, 3)),
@@ -92,7 +104,7 @@ def test_bench_measures_every_scenario_and_writes_its_results(bench: Run) -> Non
 
 
 def test_bench_compares_the_demo_rows_with_the_demo_floor(bench: Run) -> None:
-    _, data, _ = bench
+    _, data, _, _ = bench
 
     demo = {r["scenario"]: r for r in data["results"] if r["scenario"] in DEMO_SCENARIOS}
     assert {name: r["baseline"] for name, r in demo.items()} == {
@@ -108,7 +120,7 @@ def test_bench_compares_the_demo_rows_with_the_demo_floor(bench: Run) -> None:
 
 
 def test_bench_counts_the_traced_stacks_spans_per_booking(bench: Run) -> None:
-    run, data, _ = bench
+    run, data, _, _ = bench
 
     tracing = data["tracing"]
     rows = {row["scenario"]: row for row in tracing["rows"]}
@@ -116,7 +128,6 @@ def test_bench_counts_the_traced_stacks_spans_per_booking(bench: Run) -> None:
     # Only the traced stack exports, and each of its processes does: one trace a
     # booking, from the API's request or (the bench's own client untraced) the
     # worker's run, and one of the worker's start (its look at the providers' /healthz).
-    assert set(tracing["spans_by_service"]) == TRACING_SERVICES
     assert {name: (row["root"], row["bookings"], row["traces"]) for name, row in rows.items()} == {
         "demo floor, traced": ("RunWorkflow:BookingWorkflow", bookings, bookings),
         "demo POST /book, traced": ("POST /book", bookings, bookings),
@@ -131,8 +142,27 @@ def test_bench_counts_the_traced_stacks_spans_per_booking(bench: Run) -> None:
     assert f"demo POST /book, traced {per_booking:.1f} ({bookings} traces" in run.stdout
 
 
+def test_only_the_traced_stack_traces_and_only_to_the_bench_collector(bench: Run) -> None:
+    _, data, _, receiver = bench
+
+    # The shell's OTLP endpoint and service name reached none of the bench's processes.
+    assert receiver.requests == 0
+    assert set(data["tracing"]["spans_by_service"]) == TRACING_SERVICES
+
+
+def test_bench_reads_the_collectors_cpu_over_the_traced_rows(bench: Run) -> None:
+    run, data, _, _ = bench
+
+    demo = {r["scenario"]: r for r in data["results"] if r["scenario"] in DEMO_SCENARIOS}
+    assert all("collector" in r["cpu_ms_per_booking"] for r in demo.values())
+    for row in data["tracing"]["rows"]:
+        collector = demo[row["scenario"]]["cpu_ms_per_booking"]["collector"]
+        assert row["collector_cpu_ms_per_booking"] == pytest.approx(collector, abs=0.01)
+    assert "the collector's cpu ms/booking" in run.stdout
+
+
 def test_bench_prints_every_target_with_its_margin(bench: Run) -> None:
-    run, data, _ = bench
+    run, data, _, _ = bench
 
     assert {t["target"] for t in data["targets"]} == TARGETS
     for target in data["targets"]:
@@ -145,7 +175,7 @@ def test_bench_prints_every_target_with_its_margin(bench: Run) -> None:
 
 
 def test_bench_relates_the_demo_sagas_in_flight_to_the_api_threads(bench: Run) -> None:
-    run, data, _ = bench
+    run, data, _, _ = bench
 
     serving = data["serving"]
     assert data["demo_in_flight"] == {
@@ -188,3 +218,43 @@ def test_the_collector_counts_each_traces_spans_under_its_roots_name() -> None:
             "RunWorkflow": {"traces": 1, "spans": 1},
         },
     }
+
+
+DOC = ROOT / "docs" / "benchmark.md"
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+
+def text_blocks(markdown: str) -> list[str]:
+    """Return the text of each ```text block, in order."""
+    return re.findall(r"^```text\n(.*?)\n```$", markdown, flags=re.S | re.M)
+
+
+def section(markdown: str, heading: str) -> str:
+    """Return a section's text, from its heading to the next one of any level."""
+    start = markdown.index(heading + "\n")
+    end = markdown.find("\n#", start + len(heading))
+    return markdown[start : end if end >= 0 else len(markdown)]
+
+
+def test_the_docs_latest_run_is_the_table_of_the_committed_json() -> None:
+    data = json.loads((ROOT / "docs" / "bench.json").read_text())
+    markdown = DOC.read_text()
+    printed = table(data)
+
+    assert text_blocks(section(markdown, "## The latest run"))[0] == printed
+    # The tracing section's excerpt is lines of the same table.
+    for line in text_blocks(section(markdown, "### What tracing costs"))[0].splitlines():
+        assert line in printed.splitlines()
+
+
+def test_the_docs_tracing_figures_are_the_committed_jsons() -> None:
+    data = json.loads((ROOT / "docs" / "bench.json").read_text())
+    prose = section(DOC.read_text(), "### What tracing costs")
+    rows = {r["scenario"]: r for r in data["results"]}
+    tracing = {r["scenario"]: r for r in data["tracing"]["rows"]}
+    target = next(t for t in data["targets"] if t["target"].startswith("traced at"))
+
+    assert f"**{rows['demo POST /book, traced']['throughput_vs_floor']:.3f} {TIMES}**" in prose
+    assert f"**{target['measured']:.3f} {TIMES}**" in prose
+    for row in tracing.values():
+        assert f"{row['collector_cpu_ms_per_booking']:.2f} ms" in prose

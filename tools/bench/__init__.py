@@ -25,11 +25,14 @@ attempt: about 2 s; the providers a service), at `--demo-concurrency` on a stack
 floor and POST /book, each followed by the same on a twin stack that traces (its worker,
 providers and API exporting spans to the benchmark's OTLP collector,
 `tools/bench/collector.py`), against the untraced row. All after a warm-up.
+Each demo row's CPU is read once the collector has settled (nothing
+received for a while): a traced row's includes its last exports, and the
+next row does not share the machine with them.
 
 It prints a table (throughput, p50/p95/p99, CPU seconds per booking of the
 server, the worker and the API, peak memory, ratios to the floor), how the
 demo's sagas in flight relate to the API's processes x threads, the spans
-the collector received per traced booking, and the targets with their
+the collector received per traced booking and its CPU, and the targets with their
 margins; writes JSON and draws a PNG. Only ratios from
 one run mean anything on a shared machine.
 """

@@ -139,6 +139,8 @@ class Collector:
         command = [sys.executable, "-m", "tools.bench.collector", str(self.port)]
         self.child = Child(command, cwd=ROOT, output="drop")
         wait_until(lambda: answers(f"{self.url}/stats"), self.child.process, "the OTLP collector")
+        self.pid = self.child.process.pid
+        """Its process (setpriv execs it): whose CPU the traced rows also count."""
 
     def received(self) -> Received:
         """Return what it has counted so far."""
@@ -157,6 +159,10 @@ class Collector:
             if now != last:
                 last, since = now, time.monotonic()
         return last
+
+    async def quiet(self) -> Received:
+        """Return `settled()`'s counts, waited for in a thread, off the event loop."""
+        return await asyncio.to_thread(self.settled)
 
     def stop(self) -> None:
         """Stop the collector."""

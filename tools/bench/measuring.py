@@ -3,6 +3,7 @@
 import asyncio
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tools.bench.bookings import Booking
@@ -32,9 +33,19 @@ class Measure:
 
 
 async def measure(
-    book: Booking, count: int, concurrency: int, pids: dict[str, int], into: Measure
+    book: Booking,
+    count: int,
+    concurrency: int,
+    pids: dict[str, int],
+    into: Measure,
+    settle: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
-    """Run `count` bookings, `concurrency` at a time; add what was seen to `into`."""
+    """Run `count` bookings, `concurrency` at a time; add what was seen to `into`.
+
+    `settle`, if given, is awaited after the bookings and before the CPU is
+    read: the CPU of what the processes do for them afterwards (exporting
+    their last spans) is theirs; the time it takes is not the bookings'.
+    """
     gate = asyncio.Semaphore(concurrency)
 
     async def timed() -> None:
@@ -47,5 +58,7 @@ async def measure(
     started = time.perf_counter()
     await asyncio.gather(*(timed() for _ in range(count)))
     into.seconds += time.perf_counter() - started
+    if settle is not None:
+        await settle()
     for name, pid in pids.items():
         into.cpu[name] = into.cpu.get(name, 0.0) + cpu_seconds(pid) - cpu_before[name]

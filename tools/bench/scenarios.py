@@ -28,6 +28,10 @@ class Scenario:
     baseline: str = "floor"
     rounds: int | None = None
     """The first rounds it runs in; None: every round."""
+    settles: bool = False
+    """True (the demo's rows, traced or not): its CPU is read once the collector
+    has settled, so a traced row's CPU includes its last exports, and the next
+    row does not share the machine with them."""
 
 
 async def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
@@ -42,6 +46,7 @@ async def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         scenarios = await define_scenarios(args, stacks, pool)
         for scenario in scenarios.values():  # warm-up: caches, connections, JIT-free paths
             await measure(scenario.book, args.warmup, 5, {}, Measure("warm-up", 5))
+        await collector.quiet()  # the warm-up's spans all in before the first row
         results = {
             (name, concurrency): Measure(name, concurrency, scenario.baseline)
             for name, scenario in scenarios.items()
@@ -51,14 +56,17 @@ async def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             for name, scenario in scenarios.items():
                 if scenario.rounds is not None and round_number >= scenario.rounds:
                     continue
+                pids, settle = scenario.stack.pids(), None
+                if scenario.settles:  # the collector's CPU beside: is it a bottleneck?
+                    pids, settle = {**pids, "collector": collector.pid}, collector.quiet
                 for concurrency, count in scenario.runs:
                     into = results[name, concurrency]
-                    await measure(scenario.book, count, concurrency, scenario.stack.pids(), into)
+                    await measure(scenario.book, count, concurrency, pids, into, settle)
         memory_mib = {
             stack: {name: peak_rss_mib(pid) for name, pid in stacks[stack].pids().items()}
             for stack in ("tuned", "demo", "traced demo")
         }
-        spans = collector.settled()  # before the stop: spans a stop loses are not the bench's
+        spans = await collector.quiet()  # before the stop: what a stop loses is not the bench's
     finally:
         try:
             for stack in stacks.values():
@@ -88,17 +96,21 @@ def spans_per_booking(
     """Return what the collector received: in all, and per booking of each traced scenario.
 
     A scenario's bookings are its warm-up's and its measured ones; its traces,
-    those whose root is its bookings' root span.
+    those whose root is its bookings' root span. The collector's CPU per
+    booking is over its measured rows alone (their exports included).
     """
     rows = []
     for scenario, root in TRACED.items():
-        measured = sum(len(m.latencies_ms) for m in measures if m.scenario == scenario)
+        ran = [m for m in measures if m.scenario == scenario]
+        measured = sum(len(m.latencies_ms) for m in ran)
         bookings = args.warmup + measured
         found = spans.traces_by_root.get(root, {"traces": 0, "spans": 0})
         per_booking = round(found["spans"] / bookings, 1) if bookings else 0.0
+        collector_ms = sum(m.cpu.get("collector", 0.0) for m in ran) * 1000
+        collector = round(collector_ms / measured, 2) if measured else 0.0
         rows.append(
             {"scenario": scenario, "root": root, "bookings": bookings, **found}
-            | {"spans_per_booking": per_booking}
+            | {"spans_per_booking": per_booking, "collector_cpu_ms_per_booking": collector}
         )
     return {**vars(spans), "rows": rows}
 
@@ -124,16 +136,26 @@ async def define_scenarios(
         "floor, in memory": Scenario(floor(clients["memory"]), stacks["memory"], quick),
         "floor, default server": Scenario(floor(clients["default"]), stacks["default"], quick),
         "demo floor": Scenario(
-            floor(clients["demo"]), demo, demo_runs, "demo floor", args.demo_rounds
+            floor(clients["demo"]), demo, demo_runs, "demo floor", args.demo_rounds, settles=True
         ),
         # Each traced row right after the same row untraced, and against it: what
         # tracing costs. The traced stack books as the demo's does, so that their
         # servers hold as many bookings as each other at every row.
         "demo floor, traced": Scenario(
-            floor(clients["traced demo"]), traced, demo_runs, "demo floor", args.demo_rounds
+            floor(clients["traced demo"]),
+            traced,
+            demo_runs,
+            "demo floor",
+            args.demo_rounds,
+            settles=True,
         ),
         "demo POST /book": Scenario(
-            http(demo.api_port, pool, poll=False), demo, demo_runs, "demo floor", args.demo_rounds
+            http(demo.api_port, pool, poll=False),
+            demo,
+            demo_runs,
+            "demo floor",
+            args.demo_rounds,
+            settles=True,
         ),
         "demo POST /book, traced": Scenario(
             http(traced.api_port, pool, poll=False),
@@ -141,5 +163,6 @@ async def define_scenarios(
             demo_runs,
             "demo POST /book",
             args.demo_rounds,
+            settles=True,
         ),
     }
